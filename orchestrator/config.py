@@ -1,0 +1,93 @@
+"""Pydantic configuration of the whole application (the ``args`` of the Serve config)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from replicas.config import ReplicaConfig
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SLOClass(StrictModel):
+    """A latency target class; requests name it in ``slo``."""
+
+    ttft_ms: int | None = Field(None, ge=1, description="Time-to-first-token target.")
+    e2e_ms: int | None = Field(None, ge=1, description="End-to-end latency target.")
+
+
+def default_slo_classes() -> dict[str, SLOClass]:
+    return {
+        "interactive": SLOClass(ttft_ms=2_000, e2e_ms=20_000),
+        "standard": SLOClass(ttft_ms=10_000, e2e_ms=120_000),
+        "batch": SLOClass(ttft_ms=None, e2e_ms=3_600_000),
+    }
+
+
+class QueueConfig(StrictModel):
+    """The global queue manager."""
+
+    policy: str = Field("fifo", description="Ordering policy by name (fifo, priority).")
+    placement: str = Field("least-loaded", description="Placement policy by name.")
+    max_queued: int = Field(1024, ge=1, description="Queued requests beyond which new ones get 429.")
+    queue_timeout_s: float = Field(600.0, gt=0, description="Longest wait in the queue before 503.")
+    replica_timeout_s: float = Field(
+        5.0, gt=0, description="A replica silent for this long is considered gone.")
+    retry_after_min_s: float = Field(1.0, gt=0, description="Smallest Retry-After given.")
+    retry_after_max_s: float = Field(60.0, gt=0, description="Largest Retry-After given.")
+    tick_s: float = Field(0.1, gt=0, le=5, description="Period of expiry and health checks.")
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        from orchestrator.queue_policy import QUEUE_POLICIES
+        if value not in QUEUE_POLICIES:
+            raise ValueError(f"unknown queue policy {value!r}; known: {sorted(QUEUE_POLICIES)}")
+        return value
+
+    @field_validator("placement")
+    @classmethod
+    def _known_placement(cls, value: str) -> str:
+        from orchestrator.placement import PLACEMENT_POLICIES
+        if value not in PLACEMENT_POLICIES:
+            raise ValueError(f"unknown placement {value!r}; known: {sorted(PLACEMENT_POLICIES)}")
+        return value
+
+
+class IngressConfig(StrictModel):
+    """The OpenAI-compatible HTTP front end."""
+
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413.")
+    default_completion_max_tokens: int = Field(
+        16, ge=1, description="max_tokens of /v1/completions when the client gives none.")
+    max_stop_sequences: int = Field(8, ge=0, description="Most stop strings per request.")
+
+
+class AppConfig(StrictModel):
+    """Everything the application builder needs."""
+
+    replicas: list[ReplicaConfig] = Field(..., min_length=1, description="Replica deployments.")
+    queue: QueueConfig = Field(default_factory=QueueConfig, description="The global queue manager.")
+    ingress: IngressConfig = Field(default_factory=IngressConfig, description="The HTTP front end.")
+    slo_classes: dict[str, SLOClass] = Field(default_factory=default_slo_classes,
+                                             description="Named SLO classes.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AppConfig:
+        names = [r.name for r in self.replicas]
+        if len(set(names)) != len(names):
+            raise ValueError(f"replica deployment names must be unique: {names}")
+        paths: dict[str, str] = {}
+        for r in self.replicas:
+            path = str(r.resolved_model_path())
+            if paths.setdefault(r.model_name, path) != path:
+                raise ValueError(f"model {r.model_name!r} has two different model_path values")
+        return self
+
+    def models(self) -> dict[str, list[ReplicaConfig]]:
+        out: dict[str, list[ReplicaConfig]] = {}
+        for r in self.replicas:
+            out.setdefault(r.model_name, []).append(r)
+        return out

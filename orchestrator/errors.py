@@ -1,0 +1,99 @@
+"""Typed errors at the service boundary.  Each carries its HTTP status and OpenAI error
+fields; overload-like errors carry ``retry_after_s``.  They are plain picklable exceptions,
+so they survive crossing Ray processes (Ray re-raises them as instances of the same type)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AugserveError(Exception):
+    """Base of every error that becomes an OpenAI-style JSON error response."""
+
+    status_code: int = 500
+    error_type: str = "internal_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self):  # keep keyword fields across pickling
+        return (_rebuild, (type(self), self.message, self.param, self.code, self.retry_after_s))
+
+    def to_body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.error_type,
+                          "param": self.param, "code": self.code}}
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(1, int(round(self.retry_after_s))))}
+
+
+def _rebuild(cls: type[AugserveError], message: str, param: str | None, code: str | None,
+             retry_after_s: float | None) -> AugserveError:
+    return cls(message, param=param, code=code, retry_after_s=retry_after_s)
+
+
+class InvalidRequestError(AugserveError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_value"
+
+
+class ModelNotFoundError(AugserveError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFoundError(AugserveError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class PayloadTooLargeError(AugserveError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class OverloadedError(AugserveError):
+    """The global queue is full: retry later."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+
+
+class NoHealthyReplicaError(AugserveError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "no_healthy_replica"
+
+
+class QueueTimeoutError(AugserveError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "queue_timeout"
+
+
+class ReplicaFailedError(AugserveError):
+    """The replica serving a request failed before the request finished."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "replica_failed"
+
+
+class InternalError(AugserveError):
+    status_code = 500
+    error_type = "internal_error"
+    code = "internal_error"

@@ -1,0 +1,120 @@
+"""Model-dependent validation and the translation of an OpenAI request into the queue
+entry and the replica request."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from orchestrator.config import AppConfig
+from orchestrator.errors import InvalidRequestError
+from orchestrator.models import ServedModel
+from orchestrator.protocol import ChatCompletionRequest, CompletionRequest, SLOTarget
+from orchestrator.queue_policy import QueuedRequest
+from replicas.types import ReplicaRequest, SamplingSpec, SLOSpec
+
+
+@dataclass
+class BuiltRequest:
+    queued: QueuedRequest
+    replica: ReplicaRequest
+
+
+def resolve_slo(slo: str | SLOTarget | None, config: AppConfig) -> SLOSpec | None:
+    if slo is None:
+        return None
+    if isinstance(slo, str):
+        cls = config.slo_classes.get(slo)
+        if cls is None:
+            raise InvalidRequestError(
+                f"slo: unknown SLO class {slo!r}; known: {sorted(config.slo_classes)}", param="slo")
+        return SLOSpec(class_name=slo, ttft_ms=cls.ttft_ms, e2e_ms=cls.e2e_ms)
+    return SLOSpec(ttft_ms=slo.ttft_ms, e2e_ms=slo.e2e_ms)
+
+
+def completion_prompt_ids(req: CompletionRequest, model: ServedModel) -> list[int]:
+    prompt = req.single_prompt()
+    if isinstance(prompt, str):
+        ids = model.tokenizer.encode(prompt, add_special_tokens=False)
+    else:
+        ids = list(prompt)
+        bad = [t for t in ids if not 0 <= t < model.vocab_size]
+        if bad:
+            raise InvalidRequestError(
+                f"prompt: token ids {bad[:5]} are outside the vocabulary [0, {model.vocab_size})",
+                param="prompt")
+    if not ids:
+        raise InvalidRequestError("prompt: the prompt is empty", param="prompt")
+    return ids
+
+
+def chat_prompt_ids(req: ChatCompletionRequest, model: ServedModel) -> list[int]:
+    try:
+        text = model.tokenizer.apply_chat_template(
+            req.template_messages(), tools=req.template_tools(), add_generation_prompt=True,
+            tokenize=False)
+    except Exception as exc:  # noqa: BLE001 - template errors are the client's input
+        raise InvalidRequestError(f"messages: the chat template failed: {exc}",
+                                  param="messages") from None
+    ids = model.tokenizer.encode(text, add_special_tokens=False)
+    if not ids:
+        raise InvalidRequestError("messages: the conversation renders to nothing", param="messages")
+    return ids
+
+
+def build_request(req: CompletionRequest | ChatCompletionRequest, prompt_ids: list[int],
+                  model: ServedModel, config: AppConfig, request_id: str) -> BuiltRequest:
+    limit = model.max_model_len
+    if isinstance(req, ChatCompletionRequest):
+        requested, param = req.requested_max_tokens(), (
+            "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens")
+        max_tokens = requested if requested is not None else limit - len(prompt_ids)
+    else:
+        requested, param = req.max_tokens, "max_tokens"
+        max_tokens = requested if requested is not None else min(
+            config.ingress.default_completion_max_tokens, limit - len(prompt_ids))
+    if requested is not None and requested > limit:
+        raise InvalidRequestError(
+            f"{param}: {requested} exceeds the model's context length of {limit} tokens", param=param)
+    if len(prompt_ids) >= limit or len(prompt_ids) + max_tokens > limit:
+        prompt_param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
+        raise InvalidRequestError(
+            f"this model's maximum context length is {limit} tokens; the prompt has "
+            f"{len(prompt_ids)} tokens and {max(max_tokens, 1)} more were requested",
+            param=prompt_param if requested is None else param, code="context_length_exceeded")
+    if req.min_tokens > max_tokens:
+        raise InvalidRequestError(
+            f"min_tokens: {req.min_tokens} is larger than max_tokens {max_tokens}", param="min_tokens")
+    stops = req.stop_list()
+    if len(stops) > config.ingress.max_stop_sequences:
+        raise InvalidRequestError(
+            f"stop: at most {config.ingress.max_stop_sequences} stop sequences", param="stop")
+    if any(s == "" for s in stops):
+        raise InvalidRequestError("stop: empty stop strings are not allowed", param="stop")
+    stop_ids = tuple(req.stop_token_ids or ())
+    if any(not 0 <= t < model.vocab_size for t in stop_ids):
+        raise InvalidRequestError("stop_token_ids: ids outside the vocabulary", param="stop_token_ids")
+    bias = None
+    if req.logit_bias:
+        bias = {int(k): float(v) for k, v in req.logit_bias.items()}
+        if any(not 0 <= t < model.vocab_size for t in bias):
+            raise InvalidRequestError(
+                f"logit_bias: token ids outside the vocabulary [0, {model.vocab_size})",
+                param="logit_bias")
+    slo = resolve_slo(req.slo, config)
+    sampling = SamplingSpec(
+        max_tokens=max_tokens, min_tokens=req.min_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=0 if req.top_k is None or req.top_k == -1 else req.top_k,
+        seed=req.seed, stop=tuple(stops), stop_token_ids=stop_ids, ignore_eos=req.ignore_eos,
+        logit_bias=bias, presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty, repetition_penalty=req.repetition_penalty,
+        skip_special_tokens=req.skip_special_tokens)
+    queued = QueuedRequest(request_id=request_id, model=model.name,
+                           num_prompt_tokens=len(prompt_ids), max_tokens=max_tokens,
+                           priority=req.priority, slo=slo, session_id=req.session_id)
+    replica = ReplicaRequest(request_id=request_id, model=model.name, prompt_token_ids=prompt_ids,
+                             sampling=sampling, priority=req.priority, slo=slo,
+                             session_id=req.session_id, arrival_time_s=time.time())
+    return BuiltRequest(queued, replica)

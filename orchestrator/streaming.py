@@ -1,0 +1,120 @@
+"""One request's trip after admission: queue → assigned replica → deltas, with the
+bookkeeping that must happen whatever the outcome (queue release, engine abort, metrics).
+
+Transport is injected (``enqueue``, ``open_stream``, ``release``), so unit tests drive it
+with fakes and the ingress with Serve handles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.dispatcher import Assignment
+from orchestrator.errors import AugserveError, InvalidRequestError, ReplicaFailedError
+from orchestrator.outcomes import Outcome
+from orchestrator.queue_policy import QueuedRequest
+from replicas.engine import EngineRequestError
+from replicas.types import ReplicaRequest, TokenDelta
+
+logger = logging.getLogger("ray.serve")
+
+Enqueue = Callable[[QueuedRequest], Awaitable[Assignment]]
+OpenStream = Callable[[Assignment, ReplicaRequest], Any]  # -> async-iterable with .cancel()
+Release = Callable[[str, Outcome], None]
+
+
+@dataclass
+class RequestTrace:
+    """What happened to one request (timings in seconds since the ingress got it)."""
+
+    start_s: float = field(default_factory=time.perf_counter)
+    assignment: Assignment | None = None
+    first_token_s: float | None = None
+    end_s: float | None = None
+    num_prompt_tokens: int = 0
+    num_output_tokens: int = 0
+    finish_reason: str | None = None
+    outcome: Outcome | None = None
+    attempts: int = 0
+
+
+class RequestRun:
+    """Runs one admitted request; iterate :meth:`deltas` exactly once."""
+
+    def __init__(self, queued: QueuedRequest, replica_request: ReplicaRequest, *,
+                 enqueue: Enqueue, open_stream: OpenStream, release: Release,
+                 max_attempts: int = 2) -> None:
+        self.queued = queued
+        self.request = replica_request
+        self._enqueue = enqueue
+        self._open_stream = open_stream
+        self._release = release
+        self._max_attempts = max_attempts
+        self.trace = RequestTrace(num_prompt_tokens=len(replica_request.prompt_token_ids))
+
+    async def admit(self) -> Assignment:
+        """Wait for an assignment (typed rejection errors propagate to the caller)."""
+        self.trace.attempts += 1
+        self.trace.assignment = await self._enqueue(self.queued)
+        return self.trace.assignment
+
+    async def deltas(self) -> AsyncIterator[TokenDelta]:
+        """Stream the deltas; retries on another replica if one fails before any token."""
+        assert self.trace.assignment is not None, "admit() first"
+        outcome = Outcome.FAILED
+        try:
+            while True:
+                stream = self._open_stream(self.trace.assignment, self.request)
+                try:
+                    async for delta in stream:
+                        self._account(delta)
+                        yield delta
+                    outcome = Outcome.COMPLETED
+                    return
+                except (asyncio.CancelledError, GeneratorExit):
+                    outcome = Outcome.CANCELLED
+                    _cancel(stream)
+                    raise
+                except EngineRequestError as exc:
+                    outcome = Outcome.REJECTED_INVALID
+                    raise InvalidRequestError(str(exc)) from None
+                except AugserveError:
+                    _cancel(stream)
+                    raise
+                except Exception as exc:  # noqa: BLE001 - replica/transport failure
+                    _cancel(stream)
+                    if self.trace.num_output_tokens or self.trace.attempts >= self._max_attempts:
+                        raise ReplicaFailedError(
+                            f"the replica serving this request failed: {type(exc).__name__}",
+                            retry_after_s=1.0) from None
+                    logger.warning("request %s: replica %s failed before its first token "
+                                   "(%s); re-queueing", self.request.request_id,
+                                   self.trace.assignment.replica_id, exc)
+                    self._release(self.request.request_id, Outcome.FAILED)
+                    await self.admit()
+        finally:
+            self.trace.end_s = time.perf_counter()
+            self.trace.outcome = outcome
+            self._release(self.request.request_id, outcome)
+
+    def _account(self, delta: TokenDelta) -> None:
+        if delta.token_ids and self.trace.first_token_s is None:
+            self.trace.first_token_s = time.perf_counter()
+        self.trace.num_output_tokens += len(delta.token_ids)
+        if delta.num_prompt_tokens:
+            self.trace.num_prompt_tokens = delta.num_prompt_tokens
+        if delta.finish_reason is not None:
+            self.trace.finish_reason = delta.finish_reason
+
+
+def _cancel(stream: Any) -> None:
+    cancel = getattr(stream, "cancel", None)
+    if cancel is not None:
+        try:
+            cancel()
+        except Exception:  # noqa: BLE001 - best effort on an already-broken stream
+            logger.debug("cancel failed", exc_info=True)

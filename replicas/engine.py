@@ -1,0 +1,164 @@
+"""The replica's engine seam: :class:`ReplicaEngine` is what the deployment needs, and
+:class:`VLLMEngine` implements it on one vLLM ``AsyncLLM`` with the priority scheduler.
+Unit tests implement the same protocol with a fake; integration tests use the real one."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from replicas.config import ReplicaConfig
+from replicas.engine_stats import EngineStatsSink, make_stat_logger_factory
+from replicas.types import ReplicaRequest, SamplingSpec, TokenDelta
+
+logger = logging.getLogger(__name__)
+
+
+class EngineRequestError(Exception):
+    """The engine refused one request (bad parameters); the engine itself is fine."""
+
+
+class EngineDeadError(Exception):
+    """The engine is gone; the replica must be replaced."""
+
+
+class ReplicaEngine(Protocol):
+    stats_sink: EngineStatsSink
+
+    def generate(self, request: ReplicaRequest) -> AsyncIterator[TokenDelta]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def check_health(self) -> None: ...
+
+    def kv_bytes_per_token(self) -> int: ...
+
+    def shutdown(self) -> None: ...
+
+
+def engine_args_dict(config: ReplicaConfig) -> dict[str, Any]:
+    """The ``AsyncEngineArgs`` keyword arguments for a replica config."""
+    e = config.engine
+    args: dict[str, Any] = {
+        "model": str(config.resolved_model_path()),
+        "served_model_name": config.model_name,
+        "max_num_seqs": e.max_num_seqs,
+        "enforce_eager": e.enforce_eager,
+        "dtype": e.dtype,
+        "seed": e.seed,
+        "enable_prefix_caching": e.enable_prefix_caching,
+        "scheduling_policy": "priority",
+        "kv_cache_memory_bytes": int(e.kv_cache_gib * (1 << 30)),
+        "disable_log_stats": True,
+    }
+    for key in ("max_model_len", "max_num_batched_tokens", "block_size"):
+        value = getattr(e, key)
+        if value is not None:
+            args[key] = value
+    args.update(e.extra_args)
+    return args
+
+
+def validate_engine_args(args: dict[str, Any]) -> None:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    known = {f.name for f in dataclasses.fields(AsyncEngineArgs) if not f.name.startswith("_")}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ValueError(f"unknown vLLM engine arguments: {unknown}")
+
+
+def to_sampling_params(spec: SamplingSpec) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+    return SamplingParams(
+        max_tokens=spec.max_tokens, min_tokens=spec.min_tokens, temperature=spec.temperature,
+        top_p=spec.top_p, top_k=spec.top_k, seed=spec.seed, stop=list(spec.stop) or None,
+        stop_token_ids=list(spec.stop_token_ids) or None, ignore_eos=spec.ignore_eos,
+        logit_bias=dict(spec.logit_bias) if spec.logit_bias else None,
+        presence_penalty=spec.presence_penalty, frequency_penalty=spec.frequency_penalty,
+        repetition_penalty=spec.repetition_penalty, skip_special_tokens=spec.skip_special_tokens,
+        output_kind=RequestOutputKind.DELTA)
+
+
+class VLLMEngine:
+    """One vLLM ``AsyncLLM`` (V1 engine, priority scheduling) and its stats sink."""
+
+    def __init__(self, config: ReplicaConfig) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = engine_args_dict(config)
+        validate_engine_args(args)
+        # VLLM_CPU_KVCACHE_SPACE would override every replica's own KV size.
+        if os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None) is not None:
+            logger.info("ignoring VLLM_CPU_KVCACHE_SPACE: KV size comes from engine.kv_cache_gib")
+        # Several CPU engines on one node must not pin their threads to the same cores.
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        self.stats_sink = EngineStatsSink()
+        self._engine = AsyncLLM.from_engine_args(
+            AsyncEngineArgs(**args), stat_loggers=[make_stat_logger_factory(self.stats_sink)])
+        self._kv_bytes_per_token = self._compute_kv_bytes_per_token()
+        logger.info("engine ready: %s", args)
+
+    @property
+    def raw(self) -> Any:
+        """The underlying ``AsyncLLM`` (benchmarks call it directly)."""
+        return self._engine
+
+    def _compute_kv_bytes_per_token(self) -> int:
+        mc = self._engine.model_config
+        layers = mc.get_num_layers(self._engine.vllm_config.parallel_config)
+        kv_heads = mc.get_num_kv_heads(self._engine.vllm_config.parallel_config)
+        head = mc.get_head_size()
+        elem = 4 if str(mc.dtype).endswith("float32") else 2
+        return 2 * layers * kv_heads * head * elem
+
+    def kv_bytes_per_token(self) -> int:
+        return self._kv_bytes_per_token
+
+    async def generate(self, request: ReplicaRequest) -> AsyncIterator[TokenDelta]:
+        from vllm.exceptions import VLLMValidationError
+        from vllm.v1.engine.exceptions import EngineDeadError as VllmDead
+
+        params = to_sampling_params(request.sampling)
+        stream = self._engine.generate({"prompt_token_ids": request.prompt_token_ids}, params,
+                                       request.request_id, priority=request.priority)
+        try:
+            async with contextlib.aclosing(stream):
+                async for out in stream:
+                    c = out.outputs[0]
+                    yield TokenDelta(text=c.text, token_ids=list(c.token_ids),
+                                     finish_reason=c.finish_reason, stop_reason=c.stop_reason,
+                                     num_prompt_tokens=len(out.prompt_token_ids or ()),
+                                     num_cached_tokens=out.num_cached_tokens or 0)
+        except VLLMValidationError as exc:
+            raise EngineRequestError(str(exc)) from None
+        except VllmDead as exc:
+            raise EngineDeadError(str(exc)) from None
+
+    async def abort(self, request_id: str) -> None:
+        await self._engine.abort(request_id)
+
+    async def check_health(self) -> None:
+        if self._engine.errored:
+            raise EngineDeadError("the vLLM engine has died")
+        try:
+            await self._engine.check_health()
+        except Exception as exc:  # noqa: BLE001 - any failure here means a dead engine
+            raise EngineDeadError(f"the vLLM engine has died: {exc}") from None
+
+    @property
+    def alive(self) -> bool:
+        return not self._engine.errored
+
+    def shutdown(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
+            del engine
+            gc.collect()

@@ -1,0 +1,93 @@
+"""Public request, delta and stats types that cross from the ingress and the queue manager
+to a replica.  Plain dataclasses: cheap to pickle across Ray processes, no Ray/vLLM import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingSpec:
+    """Engine-neutral sampling settings, already validated by the ingress."""
+
+    max_tokens: int
+    min_tokens: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    logit_bias: dict[int, float] | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    skip_special_tokens: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SLOSpec:
+    """A latency target: a named class, explicit targets, or both (class resolved to targets)."""
+
+    class_name: str | None = None
+    ttft_ms: int | None = None
+    e2e_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRequest:
+    """One generation as the replica sees it: tokens in, token deltas out."""
+
+    request_id: str
+    model: str
+    prompt_token_ids: list[int]
+    sampling: SamplingSpec
+    priority: int = 0
+    slo: SLOSpec | None = None
+    session_id: str | None = None
+    arrival_time_s: float = 0.0
+
+
+@dataclass(slots=True)
+class TokenDelta:
+    """New tokens of one request since the previous delta."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaLimits:
+    """How much a replica accepts from the queue manager (its "room")."""
+
+    max_num_seqs: int
+    max_waiting_requests: int
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.max_num_seqs + self.max_waiting_requests
+
+
+@dataclass(slots=True)
+class ReplicaStats:
+    """A replica's state, pushed to the queue manager and returned by ``stats()``."""
+
+    replica_id: str
+    deployment: str
+    gpu_class: str
+    model: str
+    limits: ReplicaLimits
+    num_running: int = 0
+    num_waiting: int = 0
+    num_active_calls: int = 0
+    kv_usage: float = 0.0
+    output_tokens_per_s: float = 0.0
+    num_output_tokens_total: int = 0
+    engine_alive: bool = True
+    reported_at_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)

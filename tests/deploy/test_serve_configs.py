@@ -1,0 +1,36 @@
+"""Every Serve config under deploy/serve is valid for Ray Serve and for augserve."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from orchestrator.config import AppConfig
+from orchestrator.serving import REPO_ROOT, load_serve_config
+
+CONFIGS = sorted((REPO_ROOT / "deploy" / "serve").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert any(p.name == "local.yaml" for p in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_validates(path: Path):
+    raw = yaml.safe_load(path.read_text())
+    schema = ServeDeploySchema.model_validate(raw)
+    load_serve_config(path)
+    for app in schema.applications:
+        cfg = AppConfig.model_validate(app.args)
+        declared = {d.name for d in app.deployments}
+        assert {r.name for r in cfg.replicas} <= declared | {"Ingress", "QueueManager"}
+
+
+def test_bad_args_are_rejected(tmp_path):
+    raw = yaml.safe_load((REPO_ROOT / "deploy" / "serve" / "local.yaml").read_text())
+    raw["applications"][0]["args"]["queue"]["no_such_key"] = 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(Exception, match="no_such_key"):
+        load_serve_config(bad)

@@ -1,0 +1,77 @@
+"""One real Ray Serve application (real vLLM CPU engines, tiny model) for the whole
+integration session; every test leaves the queue and the replicas empty."""
+
+from __future__ import annotations
+
+import copy
+import socket
+import time
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import yaml
+
+from orchestrator import serving
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServedApp:
+    base_url: str
+    model: str
+    max_queued: int
+
+    def queue_state(self) -> dict:
+        return httpx.get(f"{self.base_url}/v1/admin/queue", timeout=10).json()
+
+    def wait_idle(self, timeout_s: float = 30.0) -> dict:
+        """Poll until nothing is queued or in flight and every replica's KV is free."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.queue_state()
+            idle = (state["num_queued"] == 0 and state["num_in_flight"] == 0
+                    and all(r["kv_usage"] == 0 and r["num_running"] == 0
+                            for r in state["replicas"] if r["healthy"]))
+            if idle or time.monotonic() > deadline:
+                return state
+            time.sleep(0.25)
+
+
+def test_config(port: int) -> dict:
+    raw = yaml.safe_load(serving.DEFAULT_CONFIG.read_text())
+    raw = copy.deepcopy(raw)
+    raw["http_options"]["port"] = port
+    args = raw["applications"][0]["args"]
+    args["queue"]["max_queued"] = 64  # small, so that a burst can fill it
+    return raw
+
+
+@pytest.fixture(scope="session")
+def served_app():
+    from ray.serve.schema import ServeDeploySchema
+
+    port = free_port()
+    schema = ServeDeploySchema.model_validate(test_config(port))
+    serving.start_ray()
+    try:
+        serving.deploy(schema, timeout_s=400)
+        yield ServedApp(base_url=f"http://127.0.0.1:{port}", model="tiny-llama", max_queued=64)
+    finally:
+        serving.shutdown()
+
+
+@pytest.fixture
+def app(served_app: ServedApp):
+    yield served_app
+    state = served_app.wait_idle()
+    assert state["num_queued"] == 0, state
+    assert state["num_in_flight"] == 0, state
+    for replica in state["replicas"]:
+        if replica["healthy"]:
+            assert replica["kv_usage"] == 0, replica

@@ -1,0 +1,112 @@
+"""The official ``openai`` client against the running application."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def client(app) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{app.base_url}/v1", api_key="unused", max_retries=0)
+
+
+def aclient(app) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{app.base_url}/v1", api_key="unused", max_retries=0,
+                              timeout=120)
+
+
+def test_models_and_health(app):
+    models = client(app).models.list()
+    assert [m.id for m in models.data] == [app.model]
+    health = httpx.get(f"{app.base_url}/health").json()
+    assert health["status"] == "ok" and health["healthy_replicas"][app.model] == 2
+
+
+def test_chat_completion(app):
+    resp = client(app).chat.completions.create(
+        model=app.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=12,
+        extra_body={"ignore_eos": True, "priority": 1, "slo": "interactive", "session_id": "s-1"})
+    assert resp.object == "chat.completion"
+    assert resp.choices[0].message.role == "assistant" and resp.choices[0].message.content
+    assert resp.choices[0].finish_reason == "length"
+    assert resp.usage.completion_tokens == 12 and resp.usage.prompt_tokens > 0
+    assert resp.model_extra["augserve"]["gpu_class"] in {"large", "small"}
+
+
+def test_chat_completion_stream(app):
+    stream = client(app).chat.completions.create(
+        model=app.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=10,
+        stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "length" and all(f is None for f in finishes[:-1])
+    assert chunks[-1].usage.completion_tokens == 10 and not chunks[-1].choices
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+
+
+def test_completion_and_stream(app):
+    c = client(app)
+    resp = c.completions.create(model=app.model, prompt="The queue", max_tokens=7,
+                                extra_body={"ignore_eos": True})
+    assert resp.object == "text_completion" and resp.usage.completion_tokens == 7
+    assert resp.choices[0].text
+    chunks = list(c.completions.create(model=app.model, prompt=[5, 6, 7], max_tokens=6,
+                                       stream=True, extra_body={"ignore_eos": True}))
+    assert "".join(ch.choices[0].text for ch in chunks)
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_tool_definitions_render_and_tool_call_tokens_stay_visible(app):
+    c = client(app)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    plain = c.chat.completions.create(model=app.model, messages=messages, max_tokens=1)
+    # logit_bias forces the tiny random model to emit the <tool_call> token (id 3)
+    with_tools = c.chat.completions.create(
+        model=app.model, messages=messages, tools=tools, max_tokens=2,
+        logit_bias={"3": 100}, extra_body={"ignore_eos": True})
+    assert with_tools.usage.prompt_tokens > plain.usage.prompt_tokens + 20
+    assert with_tools.choices[0].message.content.startswith("<tool_call>")
+    follow_up = messages + [
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 18}"}]
+    resp = c.chat.completions.create(model=app.model, messages=follow_up, tools=tools,
+                                     max_tokens=3, extra_body={"ignore_eos": True})
+    assert resp.usage.prompt_tokens > with_tools.usage.prompt_tokens
+
+
+def test_fifty_concurrent_requests_complete_with_requested_lengths_on_both_classes(app):
+    async def run():
+        c = aclient(app)
+        lengths = [8 + (i % 5) * 8 for i in range(50)]
+
+        async def one(i, n):
+            if i % 2:
+                r = await c.chat.completions.create(
+                    model=app.model, messages=[{"role": "user", "content": f"q{i}"}],
+                    max_tokens=n, extra_body={"ignore_eos": True})
+            else:
+                r = await c.completions.create(model=app.model, prompt=f"p{i}", max_tokens=n,
+                                               extra_body={"ignore_eos": True})
+            return n, r
+        results = await asyncio.gather(*(one(i, n) for i, n in enumerate(lengths)))
+        await c.close()
+        return results
+
+    results = asyncio.run(run())
+    assert len(results) == 50
+    assert all(r.usage.completion_tokens == n for n, r in results)
+    classes = Counter(r.model_extra["augserve"]["gpu_class"] for _, r in results)
+    assert classes["large"] > 0 and classes["small"] > 0, classes
+    assert classes["large"] > classes["small"]  # the larger replica has more room

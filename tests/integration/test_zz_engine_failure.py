@@ -1,0 +1,68 @@
+"""Destructive, so it runs last: the engines die, new requests get 503 at once, an
+in-flight stream ends with an error instead of hanging, and Serve's health check
+replaces the replicas, after which requests are served again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import httpx
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def engine_core_pids() -> list[int]:
+    pids = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            if "EngineCore" in " ".join(proc.info["cmdline"] or []):
+                parent = " ".join(proc.parent().cmdline())
+                if "augserve:replica-" in parent:
+                    pids.append(proc.info["pid"])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return pids
+
+
+def post(app, **extra) -> httpx.Response:
+    return httpx.post(f"{app.base_url}/v1/completions", timeout=60,
+                      json={"model": app.model, "prompt": "x", "max_tokens": 4, **extra})
+
+
+def test_dead_engines_give_503_then_replicas_are_replaced(app):
+    pids = engine_core_pids()
+    assert len(pids) == 2, pids
+    with httpx.Client(base_url=app.base_url, timeout=60) as c:
+        with c.stream("POST", "/v1/completions", json={
+                "model": app.model, "prompt": "x", "max_tokens": 1900, "ignore_eos": True,
+                "stream": True}) as resp:
+            lines = resp.iter_lines()
+            next(lines)
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            rest = [line for line in lines if line]  # must end, not hang
+    assert rest[-1] == "data: [DONE]"
+    assert "error" in json.loads(rest[-2][len("data: "):])
+
+    deadline = time.monotonic() + 30
+    while True:
+        r = post(app)
+        if r.status_code == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "no_healthy_replica" and r.headers["retry-after"]
+    assert httpx.get(f"{app.base_url}/health").status_code == 503
+
+    deadline = time.monotonic() + 300  # health check fails, Serve starts new replicas
+    while httpx.get(f"{app.base_url}/health").status_code != 200:
+        assert time.monotonic() < deadline, "replicas were not replaced"
+        time.sleep(2)
+    r = post(app, ignore_eos=True)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
+    assert len(engine_core_pids()) == 2

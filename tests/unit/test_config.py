@@ -1,0 +1,36 @@
+import pytest
+from pydantic import ValidationError
+
+from orchestrator.config import AppConfig, QueueConfig
+from replicas.config import EngineConfig, ReplicaConfig
+
+REPLICA = {"name": "r1", "gpu_class": "large"}
+
+
+def test_defaults_and_models():
+    cfg = AppConfig.model_validate({"replicas": [REPLICA, {**REPLICA, "name": "r2", "gpu_class": "small"}]})
+    assert cfg.queue.policy == "fifo" and set(cfg.slo_classes) == {"interactive", "standard", "batch"}
+    assert list(cfg.models()) == ["tiny-llama"] and len(cfg.models()["tiny-llama"]) == 2
+
+
+@pytest.mark.parametrize("bad", [
+    {"replicas": [REPLICA], "unknown": 1},
+    {"replicas": [{**REPLICA, "engine": {"max_num_seqs": 0}}]},
+    {"replicas": [{**REPLICA, "engine": {"typo_key": 1}}]},
+    {"replicas": [{**REPLICA, "room": {"max_waiting_requests": -1}}]},
+    {"replicas": []},
+    {"replicas": [REPLICA, REPLICA]},
+    {"replicas": [REPLICA, {**REPLICA, "name": "r2", "model_path": "/elsewhere"}]},
+    {"replicas": [REPLICA], "queue": {"policy": "random"}},
+    {"replicas": [REPLICA], "queue": {"max_queued": 0}},
+    {"replicas": [{**REPLICA, "name": "bad name"}]},
+])
+def test_rejects_bad_config(bad):
+    with pytest.raises(ValidationError):
+        AppConfig.model_validate(bad)
+
+
+def test_every_field_is_described():
+    for model in (AppConfig, QueueConfig, ReplicaConfig, EngineConfig):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
