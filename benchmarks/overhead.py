@@ -95,7 +95,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
             "tokens_per_s": tokens / wall if wall else 0.0}
 
 
-def bench_config(port: int) -> dict[str, Any]:
+def bench_config(port: int, stream_interval_ms: float | None = None) -> dict[str, Any]:
     import yaml
 
     from orchestrator.serving import DEFAULT_CONFIG
@@ -104,6 +104,8 @@ def bench_config(port: int) -> dict[str, Any]:
     app = raw["applications"][0]
     app["args"]["replicas"] = [r for r in app["args"]["replicas"] if r["name"] == "replica-large"]
     app["args"]["replicas"][0]["engine"]["max_num_seqs"] = 32
+    if stream_interval_ms is not None:
+        app["args"]["replicas"][0]["stream_interval_ms"] = stream_interval_ms
     app["deployments"] = [d for d in app["deployments"] if d["name"] != "replica-small"]
     return raw
 
@@ -148,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
 
     from orchestrator import serving
 
-    schema = ServeDeploySchema.model_validate(bench_config(args.port))
+    schema = ServeDeploySchema.model_validate(bench_config(args.port, args.stream_interval_ms))
     serving.start_ray()
     try:
         serving.deploy(schema)
@@ -159,6 +161,8 @@ def main(args: argparse.Namespace) -> int:
                                    prompt, args.max_tokens, concurrencies,
                                    args.requests_per_client, rounds=2))
         print_table(rows, args.max_tokens, args.prompt_tokens)
+        interval = args.stream_interval_ms
+        print(f"replica stream_interval_ms: {'config default' if interval is None else interval}")
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(rows, indent=2))

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max-tokens", type=int, default=32)
     o.add_argument("--prompt-tokens", type=int, default=32)
     o.add_argument("--port", type=int, default=8011)
+    o.add_argument("--stream-interval-ms", type=float, default=None,
+                   help="override the replica's delta coalescing interval")
     o.add_argument("--out", default=None, help="write results JSON here")
     p.set_defaults(func=_bench)
     return parser

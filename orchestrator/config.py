@@ -39,20 +39,14 @@ class QueueConfig(StrictModel):
     retry_after_max_s: float = Field(60.0, gt=0, description="Largest Retry-After given.")
     tick_s: float = Field(0.1, gt=0, le=5, description="Period of expiry and health checks.")
 
-    @field_validator("policy")
+    @field_validator("policy", "placement")
     @classmethod
-    def _known_policy(cls, value: str) -> str:
-        from orchestrator.queue_policy import QUEUE_POLICIES
-        if value not in QUEUE_POLICIES:
-            raise ValueError(f"unknown queue policy {value!r}; known: {sorted(QUEUE_POLICIES)}")
-        return value
-
-    @field_validator("placement")
-    @classmethod
-    def _known_placement(cls, value: str) -> str:
+    def _registered(cls, value: str, info) -> str:
         from orchestrator.placement import PLACEMENT_POLICIES
-        if value not in PLACEMENT_POLICIES:
-            raise ValueError(f"unknown placement {value!r}; known: {sorted(PLACEMENT_POLICIES)}")
+        from orchestrator.queue_policy import QUEUE_POLICIES
+        registry = QUEUE_POLICIES if info.field_name == "policy" else PLACEMENT_POLICIES
+        if value not in registry:
+            raise ValueError(f"unknown {info.field_name} {value!r}; known: {sorted(registry)}")
         return value
 
 

@@ -79,6 +79,7 @@ class Ingress:
         self.replicas = {name: h.options(_by_reference=False) for name, h in replicas.items()}
         self.models = {name: ServedModel.load(name, rs) for name, rs in self.config.models().items()}
         self.metrics = IngressMetrics()
+        self._finished: list[tuple[str, str]] = []
 
     # ---- endpoints --------------------------------------------------------------------
     @app.get("/health")
@@ -165,8 +166,8 @@ class Ingress:
                                      media_type="text/event-stream", headers=headers)
         return await self._collect(run, shape, endpoint, headers)
 
-    async def _enqueue(self, queued: QueuedRequest):
-        response = self.qm.enqueue.remote(queued)
+    async def _enqueue(self, queued: QueuedRequest, retry: bool = False):
+        response = self.qm.enqueue.remote(queued, retry)
         try:
             return await response
         except asyncio.CancelledError:
@@ -180,7 +181,16 @@ class Ingress:
             replica_request, **{TARGET_KWARG: assignment.replica_id})
 
     def _release(self, request_id: str, outcome: Outcome) -> None:
-        self.qm.complete.remote(request_id, outcome.value)
+        """Queue a completion notice; notices leave together every 5 ms (under load many
+        requests finish close together: one RPC instead of many)."""
+        self._finished.append((request_id, outcome.value))
+        if len(self._finished) == 1:
+            asyncio.get_running_loop().call_later(0.005, self._flush_finished)
+
+    def _flush_finished(self) -> None:
+        batch, self._finished = self._finished, []
+        if batch:
+            self.qm.complete_many.remote(batch)
 
     async def _collect(self, run: RequestRun, shape: ResponseShape, endpoint: str,
                        headers: dict[str, str]) -> Response:

@@ -34,7 +34,11 @@ class QueueService:
         self._waiters: dict[str, asyncio.Future[Assignment]] = {}
         self._metrics = metrics
 
-    async def enqueue(self, request: QueuedRequest) -> Assignment:
+    async def enqueue(self, request: QueuedRequest, retry: bool = False) -> Assignment:
+        """Admit and wait for an assignment.  ``retry``: the request's replica failed before
+        its first token; release that assignment and queue it again, in one step."""
+        if retry:
+            self.core.complete(request.request_id, Outcome.FAILED)
         self.core.admit(request)  # raises a typed rejection
         future: asyncio.Future[Assignment] = asyncio.get_running_loop().create_future()
         self._waiters[request.request_id] = future
@@ -103,11 +107,15 @@ class QueueManager:
         self._service = QueueService(QueueConfig.model_validate(config), metrics=QueueMetrics())
         self._ticker = asyncio.get_event_loop().create_task(self._tick_loop())
 
-    async def enqueue(self, request: QueuedRequest) -> Assignment:
-        return await self._service.enqueue(request)
+    async def enqueue(self, request: QueuedRequest, retry: bool = False) -> Assignment:
+        return await self._service.enqueue(request, retry)
 
     async def complete(self, request_id: str, outcome: str = Outcome.COMPLETED.value) -> bool:
         return self._service.complete(request_id, Outcome(outcome))
+
+    async def complete_many(self, finished: list[tuple[str, str]]) -> int:
+        """Release several requests in one call (the ingress batches its notices)."""
+        return sum(self._service.complete(rid, Outcome(outcome)) for rid, outcome in finished)
 
     async def cancel(self, request_id: str) -> bool:
         released = self._service.core.cancel(request_id)

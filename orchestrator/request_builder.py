@@ -78,10 +78,11 @@ def build_request(req: CompletionRequest | ChatCompletionRequest, prompt_ids: li
             f"{param}: {requested} exceeds the model's context length of {limit} tokens", param=param)
     if len(prompt_ids) >= limit or len(prompt_ids) + max_tokens > limit:
         prompt_param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
+        blamed = prompt_param if requested is None else param
         raise InvalidRequestError(
-            f"this model's maximum context length is {limit} tokens; the prompt has "
+            f"{blamed}: this model's maximum context length is {limit} tokens; the prompt has "
             f"{len(prompt_ids)} tokens and {max(max_tokens, 1)} more were requested",
-            param=prompt_param if requested is None else param, code="context_length_exceeded")
+            param=blamed, code="context_length_exceeded")
     if req.min_tokens > max_tokens:
         raise InvalidRequestError(
             f"min_tokens: {req.min_tokens} is larger than max_tokens {max_tokens}", param="min_tokens")

@@ -22,7 +22,7 @@ from replicas.types import ReplicaRequest, TokenDelta
 
 logger = logging.getLogger("ray.serve")
 
-Enqueue = Callable[[QueuedRequest], Awaitable[Assignment]]
+Enqueue = Callable[[QueuedRequest, bool], Awaitable[Assignment]]  # (request, retry)
 OpenStream = Callable[[Assignment, ReplicaRequest], Any]  # -> async-iterable with .cancel()
 Release = Callable[[str, Outcome], None]
 
@@ -56,10 +56,10 @@ class RequestRun:
         self._max_attempts = max_attempts
         self.trace = RequestTrace(num_prompt_tokens=len(replica_request.prompt_token_ids))
 
-    async def admit(self) -> Assignment:
+    async def admit(self, retry: bool = False) -> Assignment:
         """Wait for an assignment (typed rejection errors propagate to the caller)."""
         self.trace.attempts += 1
-        self.trace.assignment = await self._enqueue(self.queued)
+        self.trace.assignment = await self._enqueue(self.queued, retry)
         return self.trace.assignment
 
     async def deltas(self) -> AsyncIterator[TokenDelta]:
@@ -94,8 +94,7 @@ class RequestRun:
                     logger.warning("request %s: replica %s failed before its first token "
                                    "(%s); re-queueing", self.request.request_id,
                                    self.trace.assignment.replica_id, exc)
-                    self._release(self.request.request_id, Outcome.FAILED)
-                    await self.admit()
+                    await self.admit(retry=True)  # releases the failed assignment too
         finally:
             self.trace.end_s = time.perf_counter()
             self.trace.outcome = outcome

@@ -66,6 +66,10 @@ class ReplicaConfig(StrictModel):
                            description="Label of the accelerator class (e.g. A100, small).")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
     room: RoomConfig = Field(default_factory=RoomConfig, description="Pull-based dispatch limits.")
+    stream_interval_ms: float = Field(
+        20.0, ge=0, le=1000,
+        description="Most time between two streamed messages of one request; tokens that "
+        "arrive in between are merged (the first and last go at once). 0 sends every delta.")
     stats_period_s: float = Field(0.5, gt=0, le=10,
                                   description="How often the replica reports to the queue manager.")
 

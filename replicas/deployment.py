@@ -17,6 +17,7 @@ from typing import Any
 from ray import serve
 from ray.serve.config import RequestRouterConfig
 
+from replicas.coalesce import coalesce
 from replicas.config import ReplicaConfig
 from replicas.engine import EngineDeadError, ReplicaEngine, VLLMEngine
 from replicas.types import ReplicaLimits, ReplicaRequest, ReplicaStats, TokenDelta
@@ -38,8 +39,9 @@ class ReplicaCore:
 
     async def generate(self, request: ReplicaRequest) -> AsyncIterator[TokenDelta]:
         self.active.add(request.request_id)
+        interval_s = self.config.stream_interval_ms / 1000.0
         try:
-            async for delta in self.engine.generate(request):
+            async for delta in coalesce(self.engine.generate(request), interval_s):
                 yield delta
         finally:
             self.active.discard(request.request_id)
@@ -83,8 +85,14 @@ class LLMReplica:
 
     async def generate(self, request: ReplicaRequest,
                        target_replica: str | None = None) -> AsyncIterator[TokenDelta]:
-        async for delta in self._core.generate(request):
-            yield delta
+        try:
+            async for delta in self._core.generate(request):
+                yield delta
+        except EngineDeadError:
+            if self._engine_alive:  # tell the queue manager now, not at the next report
+                self._engine_alive = False
+                asyncio.get_running_loop().create_task(self._report_quietly())
+            raise
 
     async def stats(self) -> ReplicaStats:
         return self._core.stats(self._engine_alive)

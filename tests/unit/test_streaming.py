@@ -37,7 +37,9 @@ def make_run(streams):
     released, assigned = [], []
     streams = list(streams)
 
-    async def enqueue(q):
+    async def enqueue(q, retry):
+        if retry:
+            released.append((q.request_id, Outcome.FAILED))
         a = Assignment(q.request_id, f"rep{len(assigned)}", "d", "large", 0.0)
         assigned.append(a)
         return a

@@ -1,0 +1,74 @@
+"""Coalescing of token deltas between the engine and the network.
+
+A tiny or fast model produces a token every few milliseconds; sending each as its own
+message across Ray and HTTP costs more CPU than generating it.  :func:`coalesce` forwards
+the first delta and the final one at once and otherwise at most one merged delta per
+``interval_s``: tokens are never held back longer than that, and nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from replicas.types import TokenDelta
+
+
+def merge(deltas: list[TokenDelta]) -> TokenDelta:
+    if len(deltas) == 1:
+        return deltas[0]
+    last = deltas[-1]
+    return TokenDelta(text="".join(d.text for d in deltas),
+                      token_ids=[t for d in deltas for t in d.token_ids],
+                      finish_reason=last.finish_reason, stop_reason=last.stop_reason,
+                      num_prompt_tokens=max(d.num_prompt_tokens for d in deltas),
+                      num_cached_tokens=max(d.num_cached_tokens for d in deltas))
+
+
+async def coalesce(source: AsyncIterator[TokenDelta], interval_s: float) -> AsyncIterator[TokenDelta]:
+    if interval_s <= 0:
+        async for delta in source:
+            yield delta
+        return
+    buffer: list[TokenDelta] = []
+    arrived = asyncio.Event()
+    finished = False
+    error: Exception | None = None
+
+    async def pump() -> None:
+        nonlocal finished, error
+        try:
+            async for delta in source:
+                buffer.append(delta)
+                arrived.set()
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer below
+            error = exc
+        finally:
+            finished = True
+            arrived.set()
+
+    task = asyncio.get_running_loop().create_task(pump())
+    last_sent = -float("inf")
+    try:
+        while True:
+            await arrived.wait()
+            arrived.clear()
+            wait = last_sent + interval_s - time.monotonic()
+            if wait > 0 and not finished:
+                await asyncio.sleep(wait)
+            if buffer:
+                out = merge(buffer)
+                buffer.clear()
+                last_sent = time.monotonic()
+                yield out
+            if finished and not buffer:
+                if error is not None:
+                    raise error
+                return
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
