@@ -223,7 +223,7 @@ class Dispatcher:
                  "num_running": r.stats.num_running, "num_waiting": r.stats.num_waiting,
                  "kv_usage": r.stats.kv_usage,
                  "output_tokens_per_s": r.stats.output_tokens_per_s,
-                 "seconds_since_report": now - r.last_seen_s}
+                 "seconds_since_report": now - r.last_seen_s, "extra": dict(r.stats.extra)}
                 for r in self._replicas.values()
             ],
         }

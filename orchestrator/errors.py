@@ -85,6 +85,14 @@ class QueueTimeoutError(AugserveError):
     code = "queue_timeout"
 
 
+class QueueUnavailableError(AugserveError):
+    """The queue manager could not be reached (it is restarting)."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "queue_unavailable"
+
+
 class ReplicaFailedError(AugserveError):
     """The replica serving a request failed before the request finished."""
 

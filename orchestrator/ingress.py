@@ -19,7 +19,8 @@ from ray import serve
 from orchestrator.config import AppConfig
 from orchestrator.errors import (AugserveError, InternalError, InvalidRequestError,
                                  ModelNotFoundError, NoHealthyReplicaError, NotFoundError,
-                                 OverloadedError, PayloadTooLargeError, QueueTimeoutError)
+                                 OverloadedError, PayloadTooLargeError, QueueTimeoutError,
+                                 QueueUnavailableError)
 from orchestrator.metrics import IngressMetrics
 from orchestrator.models import ServedModel
 from orchestrator.openai_format import DONE, ResponseShape, finish_reason_of, sse, usage
@@ -174,6 +175,12 @@ class Ingress:
             response.cancel()
             self.qm.cancel.remote(queued.request_id)
             raise
+        except AugserveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the queue manager died or is restarting
+            logger.warning("queue manager unavailable: %s", exc)
+            raise QueueUnavailableError("the queue manager is unavailable; retry later",
+                                        retry_after_s=2.0) from None
 
     def _open_stream(self, assignment, replica_request):
         handle = self.replicas[assignment.deployment]

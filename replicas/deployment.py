@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -56,7 +57,8 @@ class ReplicaCore:
             output_tokens_per_s=sink.throughput.tokens_per_s(),
             num_output_tokens_total=sink.throughput.total_tokens,
             engine_alive=engine_alive, reported_at_s=time.time(),
-            extra={"kv_bytes_per_token": float(self.engine.kv_bytes_per_token()),
+            extra={"pid": float(os.getpid()),
+                   "kv_bytes_per_token": float(self.engine.kv_bytes_per_token()),
                    "num_preempted_total": float(sink.num_preempted_total)})
 
 

@@ -16,16 +16,15 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def engine_core_pids() -> list[int]:
+def engine_core_pids(app) -> list[int]:
+    """The vLLM engine-core processes of the healthy replicas (children of their pids)."""
     pids = []
-    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-        try:
-            if "EngineCore" in " ".join(proc.info["cmdline"] or []):
-                parent = " ".join(proc.parent().cmdline())
-                if "augserve:replica-" in parent:
-                    pids.append(proc.info["pid"])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+    for replica in app.queue_state()["replicas"]:
+        if not replica["healthy"]:
             continue
+        parent = psutil.Process(int(replica["extra"]["pid"]))
+        pids += [p.pid for p in parent.children(recursive=True)
+                 if "EngineCore" in " ".join(p.cmdline())]
     return pids
 
 
@@ -35,7 +34,7 @@ def post(app, **extra) -> httpx.Response:
 
 
 def test_dead_engines_give_503_then_replicas_are_replaced(app):
-    pids = engine_core_pids()
+    pids = engine_core_pids(app)
     assert len(pids) == 2, pids
     with httpx.Client(base_url=app.base_url, timeout=60) as c:
         with c.stream("POST", "/v1/completions", json={
@@ -68,4 +67,8 @@ def test_dead_engines_give_503_then_replicas_are_replaced(app):
         time.sleep(2)
     r = post(app, ignore_eos=True)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
-    assert len(engine_core_pids()) == 2
+    # /health is 200 with one replica per model; wait for the second replacement too
+    while len(engine_core_pids(app)) != 2:
+        assert time.monotonic() < deadline, app.queue_state()
+        time.sleep(2)
+    assert not set(engine_core_pids(app)) & set(pids)
