@@ -41,6 +41,14 @@ def _bench(args: argparse.Namespace) -> int:
     if args.bench == "overhead":
         from benchmarks.overhead import main as overhead_main
         return overhead_main(args)
+    if args.bench == "client":
+        from benchmarks.client_capacity import main as client_main
+        return client_main(args)
+    from benchmarks import runner
+    if args.bench == "run":
+        return runner.main_run(args)
+    if args.bench == "compare":
+        return runner.main_compare(args)
     raise SystemExit(f"unknown benchmark {args.bench}")
 
 
@@ -67,12 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--stream-interval-ms", type=float, default=None,
                    help="override the replica's delta coalescing interval")
     o.add_argument("--out", default=None, help="write results JSON here")
+    from benchmarks.runner import add_workload_args
+    r = bench.add_parser("run", help="replay a workload against a running endpoint")
+    add_workload_args(r)
+    r.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")
+    r.add_argument("--rate", type=float, required=True, help="arrival rate (req/s, before scaling)")
+    r.add_argument("--config-label", default="external", help="name recorded in results.json")
+    r.add_argument("--out", required=True)
+    c = bench.add_parser("compare", help="deploy each Serve config, replay at each rate")
+    add_workload_args(c)
+    c.add_argument("--configs", required=True, help="comma-separated Serve config files")
+    c.add_argument("--rates", default="1,2,4")
+    c.add_argument("--out", required=True)
+    k = bench.add_parser("client", help="open-loop rate the load client sustains")
+    k.add_argument("--rates", default="250,500,1000")
+    k.add_argument("--seconds", type=float, default=5.0)
     p.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

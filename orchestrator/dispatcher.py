@@ -36,11 +36,17 @@ class ReplicaState:
         return self.stats.replica_id
 
     @property
+    def num_holding(self) -> int:
+        """Requests that hold engine room: in flight, less those paused on an API call
+        (they hold no engine slot while their tool runs)."""
+        return max(0, len(self.in_flight) - self.stats.num_paused)
+
+    @property
     def load_fraction(self) -> float:
-        return len(self.in_flight) / max(1, self.stats.limits.max_in_flight)
+        return self.num_holding / max(1, self.stats.limits.max_in_flight)
 
     def has_room(self) -> bool:
-        return (len(self.in_flight) < self.stats.limits.max_in_flight
+        return (self.num_holding < self.stats.limits.max_in_flight
                 and self.stats.num_waiting <= self.stats.limits.max_waiting_requests)
 
 
@@ -221,6 +227,7 @@ class Dispatcher:
                  "healthy": self.is_healthy(r, now), "in_flight": len(r.in_flight),
                  "max_in_flight": r.stats.limits.max_in_flight,
                  "num_running": r.stats.num_running, "num_waiting": r.stats.num_waiting,
+                 "num_paused": r.stats.num_paused,
                  "kv_usage": r.stats.kv_usage,
                  "output_tokens_per_s": r.stats.output_tokens_per_s,
                  "seconds_since_report": now - r.last_seen_s, "extra": dict(r.stats.extra)}

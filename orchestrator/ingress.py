@@ -30,6 +30,7 @@ from orchestrator.queue_policy import QueuedRequest
 from orchestrator.request_builder import build_request, chat_prompt_ids, completion_prompt_ids
 from orchestrator.streaming import RequestRun
 from replicas.router import TARGET_KWARG
+from replicas.types import TokenDelta
 
 logger = logging.getLogger("ray.serve")
 app = FastAPI(title="augserve", description="OpenAI-compatible API with SLO-aware queueing")
@@ -67,6 +68,19 @@ def _rejection_outcome(exc: AugserveError) -> Outcome:
     if exc.status_code < 500:
         return Outcome.REJECTED_INVALID
     return Outcome.FAILED
+
+
+def _chunk_extension(run: RequestRun, delta: TokenDelta) -> dict[str, Any]:
+    """Per-chunk extension: the number of tokens; for augmented requests the turn, API
+    call events, and on the last chunk the per-turn timings."""
+    ext: dict[str, Any] = {"tokens": len(delta.token_ids)}
+    if run.request.augmentation:
+        ext["turn"] = delta.turn
+        if delta.info and "api_call" in delta.info:
+            ext["api_call"] = delta.info["api_call"]
+        if delta.finish_reason is not None and run.trace.turns is not None:
+            ext["turns"] = run.trace.turns
+    return ext
 
 
 @serve.deployment(max_ongoing_requests=2048, ray_actor_options={"num_cpus": 0})
@@ -221,10 +235,11 @@ class Ingress:
         try:
             async with contextlib.aclosing(run.deltas()) as deltas:
                 async for delta in deltas:
-                    if not delta.text and delta.finish_reason is None and not first:
+                    if (not delta.text and delta.finish_reason is None and not first
+                            and not delta.info):
                         continue
                     yield sse(shape.chunk(delta.text, finish_reason_of(delta.finish_reason),
-                                          first=first))
+                                          first=first, extension=_chunk_extension(run, delta)))
                     first = False
             if include_usage:
                 t = run.trace
@@ -242,7 +257,7 @@ class Ingress:
                 "deployment": a.deployment if a else None,
                 "gpu_class": a.gpu_class if a else None,
                 "queue_ms": round(a.queued_s * 1000, 3) if a else None,
-                "attempts": t.attempts}
+                "attempts": t.attempts, **({"turns": t.turns} if t.turns is not None else {})}
 
     def _observe(self, run: RequestRun, endpoint: str) -> None:
         t = run.trace

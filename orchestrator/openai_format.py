@@ -31,7 +31,8 @@ class ResponseShape:
         return {"id": self.response_id, "object": obj, "created": self.created,
                 "model": self.model, "choices": choices}
 
-    def chunk(self, text: str, finish_reason: str | None, *, first: bool = False) -> dict[str, Any]:
+    def chunk(self, text: str, finish_reason: str | None, *, first: bool = False,
+              extension: dict[str, Any] | None = None) -> dict[str, Any]:
         if self.kind == "chat":
             delta: dict[str, Any] = {"content": text}
             if first:
@@ -39,7 +40,10 @@ class ResponseShape:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        return self._envelope(self.chunk_object, [choice])
+        body = self._envelope(self.chunk_object, [choice])
+        if extension:
+            body["augserve"] = extension
+        return body
 
     def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
         body = self._envelope(self.chunk_object, [])

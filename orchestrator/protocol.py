@@ -35,6 +35,30 @@ class SLOTarget(BaseModel):
         return self
 
 
+MAX_AUG_TURNS = 64
+MAX_API_DURATION_S = 600.0
+MAX_API_TOKENS = 8192
+
+
+class AugTurnModel(BaseModel):
+    """One turn of an augmented request (the trace's shape)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    generate_tokens: int = Field(..., ge=1, description="Tokens this turn generates.")
+    api_name: str | None = Field(None, min_length=1, max_length=128,
+                                 description="API called after the turn; none on the last.")
+    api_duration_s: float | None = Field(None, ge=0.0, le=MAX_API_DURATION_S)
+    api_tokens: int | None = Field(None, ge=0, le=MAX_API_TOKENS)
+
+    @model_validator(mode="after")
+    def _api_all_or_none(self) -> AugTurnModel:
+        given = [self.api_name is not None, self.api_duration_s is not None,
+                 self.api_tokens is not None]
+        if any(given) and not all(given):
+            raise ValueError("give api_name, api_duration_s and api_tokens together, or none")
+        return self
+
+
 class StreamOptions(_Base):
     include_usage: bool = False
 
@@ -62,6 +86,7 @@ class _SamplingFields(_Base):
     priority: int = Field(0, ge=-INT32_MAX, le=INT32_MAX)
     slo: str | SLOTarget | None = None
     session_id: str | None = Field(None, min_length=1, max_length=256)
+    augmentation: list[AugTurnModel] | None = Field(None, min_length=1, max_length=MAX_AUG_TURNS)
 
     @model_validator(mode="after")
     def _unsupported(self) -> _SamplingFields:

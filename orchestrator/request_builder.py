@@ -11,7 +11,7 @@ from orchestrator.errors import InvalidRequestError
 from orchestrator.models import ServedModel
 from orchestrator.protocol import ChatCompletionRequest, CompletionRequest, SLOTarget
 from orchestrator.queue_policy import QueuedRequest
-from replicas.types import ReplicaRequest, SamplingSpec, SLOSpec
+from replicas.types import AugTurn, ReplicaRequest, SamplingSpec, SLOSpec
 
 
 @dataclass
@@ -62,9 +62,35 @@ def chat_prompt_ids(req: ChatCompletionRequest, model: ServedModel) -> list[int]
     return ids
 
 
+def augmentation_turns(req: CompletionRequest | ChatCompletionRequest, num_prompt: int,
+                       limit: int) -> tuple[AugTurn, ...] | None:
+    """The validated turns of an augmented request (None for a plain request)."""
+    if req.augmentation is None:
+        return None
+    turns = tuple(AugTurn(t.generate_tokens, t.api_name, t.api_duration_s or 0.0,
+                          t.api_tokens or 0) for t in req.augmentation)
+    total = num_prompt + sum(t.generate_tokens + t.api_tokens for t in turns)
+    if total > limit:
+        raise InvalidRequestError(
+            f"augmentation: the prompt ({num_prompt} tokens) plus every turn's generated and "
+            f"API tokens comes to {total}, beyond the context length of {limit} tokens",
+            param="augmentation", code="context_length_exceeded")
+    return turns
+
+
 def build_request(req: CompletionRequest | ChatCompletionRequest, prompt_ids: list[int],
                   model: ServedModel, config: AppConfig, request_id: str) -> BuiltRequest:
     limit = model.max_model_len
+    turns = augmentation_turns(req, len(prompt_ids), limit)
+    if turns is not None:
+        generated = sum(t.generate_tokens for t in turns)
+        given = (req.requested_max_tokens() if isinstance(req, ChatCompletionRequest)
+                 else req.max_tokens)
+        if given is not None and given != generated:
+            raise InvalidRequestError(
+                f"max_tokens: {given} differs from the {generated} tokens the augmentation "
+                "generates; leave it out", param="max_tokens")
+        return _build(req, prompt_ids, model, config, request_id, generated, turns)
     if isinstance(req, ChatCompletionRequest):
         requested, param = req.requested_max_tokens(), (
             "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens")
@@ -83,6 +109,12 @@ def build_request(req: CompletionRequest | ChatCompletionRequest, prompt_ids: li
             f"{blamed}: this model's maximum context length is {limit} tokens; the prompt has "
             f"{len(prompt_ids)} tokens and {max(max_tokens, 1)} more were requested",
             param=blamed, code="context_length_exceeded")
+    return _build(req, prompt_ids, model, config, request_id, max_tokens, None)
+
+
+def _build(req: CompletionRequest | ChatCompletionRequest, prompt_ids: list[int],
+           model: ServedModel, config: AppConfig, request_id: str, max_tokens: int,
+           turns: tuple[AugTurn, ...] | None) -> BuiltRequest:
     if req.min_tokens > max_tokens:
         raise InvalidRequestError(
             f"min_tokens: {req.min_tokens} is larger than max_tokens {max_tokens}", param="min_tokens")
@@ -117,5 +149,6 @@ def build_request(req: CompletionRequest | ChatCompletionRequest, prompt_ids: li
                            priority=req.priority, slo=slo, session_id=req.session_id)
     replica = ReplicaRequest(request_id=request_id, model=model.name, prompt_token_ids=prompt_ids,
                              sampling=sampling, priority=req.priority, slo=slo,
-                             session_id=req.session_id, arrival_time_s=time.time())
+                             session_id=req.session_id, arrival_time_s=time.time(),
+                             augmentation=turns)
     return BuiltRequest(queued, replica)

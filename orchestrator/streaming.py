@@ -40,6 +40,9 @@ class RequestTrace:
     finish_reason: str | None = None
     outcome: Outcome | None = None
     attempts: int = 0
+    #: Augmented requests: per-turn timings reported by the replica (turn 0 gets the
+    #: global queue time added as ``queue_s``).
+    turns: list[dict[str, Any]] | None = None
 
 
 class RequestRun:
@@ -108,6 +111,11 @@ class RequestRun:
             self.trace.num_prompt_tokens = delta.num_prompt_tokens
         if delta.finish_reason is not None:
             self.trace.finish_reason = delta.finish_reason
+        if delta.info and "turns" in delta.info:
+            turns = [dict(t) for t in delta.info["turns"]]
+            if turns and self.trace.assignment is not None:
+                turns[0]["queue_s"] = self.trace.assignment.queued_s
+            self.trace.turns = turns
 
 
 def _cancel(stream: Any) -> None:

@@ -17,6 +17,7 @@ from replicas.types import TokenDelta
 
 
 def merge(deltas: list[TokenDelta]) -> TokenDelta:
+    """One delta for consecutive deltas of the same turn without events."""
     if len(deltas) == 1:
         return deltas[0]
     last = deltas[-1]
@@ -24,7 +25,23 @@ def merge(deltas: list[TokenDelta]) -> TokenDelta:
                       token_ids=[t for d in deltas for t in d.token_ids],
                       finish_reason=last.finish_reason, stop_reason=last.stop_reason,
                       num_prompt_tokens=max(d.num_prompt_tokens for d in deltas),
-                      num_cached_tokens=max(d.num_cached_tokens for d in deltas))
+                      num_cached_tokens=max(d.num_cached_tokens for d in deltas),
+                      turn=last.turn)
+
+
+def merge_runs(deltas: list[TokenDelta]) -> list[TokenDelta]:
+    """Merge runs of plain deltas; a turn change or an event delta starts a new run."""
+    out: list[TokenDelta] = []
+    run: list[TokenDelta] = []
+    for delta in deltas:
+        if run and (delta.turn != run[-1].turn or delta.info is not None
+                    or run[-1].info is not None):
+            out.append(merge(run))
+            run = []
+        run.append(delta)
+    if run:
+        out.append(merge(run))
+    return out
 
 
 async def coalesce(source: AsyncIterator[TokenDelta], interval_s: float) -> AsyncIterator[TokenDelta]:
@@ -59,10 +76,11 @@ async def coalesce(source: AsyncIterator[TokenDelta], interval_s: float) -> Asyn
             if wait > 0 and not finished:
                 await asyncio.sleep(wait)
             if buffer:
-                out = merge(buffer)
+                runs = merge_runs(buffer)
                 buffer.clear()
                 last_sent = time.monotonic()
-                yield out
+                for out in runs:
+                    yield out
             if finished and not buffer:
                 if error is not None:
                     raise error

@@ -18,6 +18,7 @@ from typing import Any
 from ray import serve
 from ray.serve.config import RequestRouterConfig
 
+from replicas.augmented import run_augmented
 from replicas.coalesce import coalesce
 from replicas.config import ReplicaConfig
 from replicas.engine import EngineDeadError, ReplicaEngine, VLLMEngine
@@ -36,16 +37,22 @@ class ReplicaCore:
         self.replica_id = replica_id
         self.deployment = deployment
         self.active: set[str] = set()
+        self.num_paused = 0
         self.limits = ReplicaLimits(config.engine.max_num_seqs, config.room.max_waiting_requests)
 
     async def generate(self, request: ReplicaRequest) -> AsyncIterator[TokenDelta]:
         self.active.add(request.request_id)
         interval_s = self.config.stream_interval_ms / 1000.0
+        source = (run_augmented(self.engine.generate, request, on_pause=self._on_pause)
+                  if request.augmentation else self.engine.generate(request))
         try:
-            async for delta in coalesce(self.engine.generate(request), interval_s):
+            async for delta in coalesce(source, interval_s):
                 yield delta
         finally:
             self.active.discard(request.request_id)
+
+    def _on_pause(self, paused: bool) -> None:
+        self.num_paused += 1 if paused else -1
 
     def stats(self, engine_alive: bool = True) -> ReplicaStats:
         sink = self.engine.stats_sink
@@ -53,7 +60,8 @@ class ReplicaCore:
             replica_id=self.replica_id, deployment=self.deployment,
             gpu_class=self.config.gpu_class, model=self.config.model_name, limits=self.limits,
             num_running=sink.num_running, num_waiting=sink.num_waiting,
-            num_active_calls=len(self.active), kv_usage=sink.kv_usage,
+            num_active_calls=len(self.active), num_paused=self.num_paused,
+            kv_usage=sink.kv_usage,
             output_tokens_per_s=sink.throughput.tokens_per_s(),
             num_output_tokens_total=sink.throughput.total_tokens,
             engine_alive=engine_alive, reported_at_s=time.time(),

@@ -17,7 +17,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 #: Bump when the recipe changes, so that ``make setup`` rebuilds cached models.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -71,14 +71,14 @@ def _train_tokenizer(target_vocab_size: int):  # -> PreTrainedTokenizerFast
         unk_token=None,
         additional_special_tokens=["<|im_start|>"],
         clean_up_tokenization_spaces=False,
-        model_max_length=2048,
+        model_max_length=8192,
     )
     fast.chat_template = _data_text("chat_template.jinja")
     return fast
 
 
 def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 1024,
-                     max_position_embeddings: int = 2048, force: bool = False) -> Path:
+                     max_position_embeddings: int = 8192, force: bool = False) -> Path:
     """Write a tiny Llama + tokenizer into ``out_dir`` and return the path.
 
     Idempotent: an existing build of the same recipe and arguments is kept.

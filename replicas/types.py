@@ -4,6 +4,7 @@ to a replica.  Plain dataclasses: cheap to pickle across Ray processes, no Ray/v
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,17 @@ class SLOSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AugTurn:
+    """One turn of an augmented request: generate exactly ``generate_tokens``, then (if
+    ``api_name``) call an API that takes ``api_duration_s`` and returns ``api_tokens``."""
+
+    generate_tokens: int
+    api_name: str | None = None
+    api_duration_s: float = 0.0
+    api_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaRequest:
     """One generation as the replica sees it: tokens in, token deltas out."""
 
@@ -47,6 +59,7 @@ class ReplicaRequest:
     slo: SLOSpec | None = None
     session_id: str | None = None
     arrival_time_s: float = 0.0
+    augmentation: tuple[AugTurn, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +72,10 @@ class TokenDelta:
     stop_reason: int | str | None = None
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
+    #: Augmented requests: the turn these tokens belong to, and events (an API call
+    #: starting: ``{"api_call": {...}}``; the last delta: ``{"turns": [timings]}``).
+    turn: int = 0
+    info: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +102,8 @@ class ReplicaStats:
     num_running: int = 0
     num_waiting: int = 0
     num_active_calls: int = 0
+    #: Requests of this replica waiting on an API call (they hold no engine slot).
+    num_paused: int = 0
     kv_usage: float = 0.0
     output_tokens_per_s: float = 0.0
     num_output_tokens_total: int = 0

@@ -64,12 +64,17 @@ def test_invalid_json_is_400(app):
     assert_error(post(app, CHAT, b"[1, 2]"), 400)
 
 
+def max_model_len(app) -> int:
+    return httpx.get(f"{app.base_url}/v1/models").json()["data"][0]["max_model_len"]
+
+
 def test_prompt_plus_max_tokens_beyond_context_is_400(app):
-    long_prompt = [5 + i % 900 for i in range(2000)]  # 2000 valid token ids, context 2048
+    limit = max_model_len(app)
+    long_prompt = [5 + i % 900 for i in range(limit - 50)]  # valid ids, 50 short of the limit
     err = assert_error(post(app, CMPL, {"model": app.model, "prompt": long_prompt,
                                         "max_tokens": 100}), 400, code="context_length_exceeded")
-    assert "2048" in err["message"]
-    too_long = "word " * 5000
+    assert str(limit) in err["message"]
+    too_long = "word " * (limit * 2)
     assert_error(post(app, CHAT, {"model": app.model, "messages": [
         {"role": "user", "content": too_long}]}), 400, "messages", "context_length_exceeded")
 

@@ -1,0 +1,103 @@
+"""The augmented-request executor with a fake engine, clock and sleep (no vLLM)."""
+
+import pytest
+
+from orchestrator.errors import InvalidRequestError
+from orchestrator.protocol import CompletionRequest, parse_request
+from orchestrator.request_builder import augmentation_turns
+from replicas.augmented import filler_tokens, run_augmented
+from replicas.coalesce import merge_runs
+from replicas.types import AugTurn, ReplicaRequest, SamplingSpec, TokenDelta
+from tests.unit.fakes import FakeClock
+
+
+class FakeEngine:
+    """Same call shape as ReplicaEngine.generate: yields max_tokens deltas of one token."""
+
+    def __init__(self):
+        self.requests: list[ReplicaRequest] = []
+
+    async def generate(self, request):
+        self.requests.append(request)
+        n = request.sampling.max_tokens
+        for i in range(n):
+            yield TokenDelta(text=f"[{i}]", token_ids=[900 + i],
+                             finish_reason="length" if i == n - 1 else None)
+
+
+async def test_turns_run_on_the_whole_history_with_tool_waits():
+    clock, slept, pauses = FakeClock(), [], []
+
+    async def sleep(s):
+        slept.append(s)
+        clock.advance(s)
+
+    engine = FakeEngine()
+    turns = (AugTurn(3, "search", 1.5, 4), AugTurn(2, "calc", 0.25, 1), AugTurn(2))
+    req = ReplicaRequest("r", "m", [1, 2], SamplingSpec(max_tokens=7), augmentation=turns)
+    out = [d async for d in run_augmented(engine.generate, req, clock=clock, sleep=sleep,
+                                          on_pause=pauses.append)]
+    assert [len(r.sampling.max_tokens * [0]) for r in engine.requests] == [3, 2, 2]
+    assert all(r.sampling.ignore_eos and r.sampling.min_tokens == r.sampling.max_tokens
+               for r in engine.requests)
+    # each turn is a new engine request on prompt + generated + tool tokens ("discard")
+    assert engine.requests[1].prompt_token_ids == [1, 2, 900, 901, 902] + filler_tokens("r", 0, 4)
+    assert len(engine.requests[2].prompt_token_ids) == 2 + 3 + 4 + 2 + 1
+    assert [r.request_id for r in engine.requests] == ["r-t0", "r-t1", "r-t2"]
+    assert slept == [1.5, 0.25] and pauses == [True, False, True, False]
+    tokens = [d for d in out if d.token_ids]
+    assert [d.turn for d in tokens] == [0, 0, 0, 1, 1, 2, 2]
+    assert all(d.finish_reason is None for d in out[:-1]) and out[-1].finish_reason == "length"
+    events = [d.info["api_call"]["name"] for d in out if d.info and "api_call" in d.info]
+    assert events == ["search", "calc"]
+    timings = out[-1].info["turns"]
+    assert [t["generated_tokens"] for t in timings] == [3, 2, 2]
+    assert [t["api_wait_s"] for t in timings] == [1.5, 0.25, 0.0]
+    assert all(d.num_prompt_tokens == 2 for d in out)
+
+
+def test_filler_is_deterministic_and_in_range():
+    assert filler_tokens("a", 1, 5) == filler_tokens("a", 1, 5) != filler_tokens("a", 2, 5)
+    assert all(100 <= t < 356 for t in filler_tokens("x", 0, 300))
+
+
+def test_coalescing_never_merges_across_turns_or_events():
+    ds = [TokenDelta("a", [1], turn=0), TokenDelta("b", [2], turn=0),
+          TokenDelta("", [], turn=0, info={"api_call": {}}), TokenDelta("c", [3], turn=1),
+          TokenDelta("d", [4], turn=1)]
+    runs = merge_runs(ds)
+    assert [(r.text, r.turn, bool(r.info)) for r in runs] == [("ab", 0, False), ("", 0, True),
+                                                              ("cd", 1, False)]
+
+
+def body(aug, **kw):
+    return {"model": "m", "prompt": "x", "augmentation": aug, **kw}
+
+
+@pytest.mark.parametrize("aug, param", [
+    ([], "augmentation"),
+    ([{"generate_tokens": 0}], "augmentation.0.generate_tokens"),
+    ([{"generate_tokens": 5, "api_name": "a"}], "augmentation.0"),
+    ([{"generate_tokens": 5, "api_name": "a", "api_duration_s": -1, "api_tokens": 3}],
+     "augmentation.0.api_duration_s"),
+    ([{"generate_tokens": 5, "api_name": "a", "api_duration_s": 1e6, "api_tokens": 3}],
+     "augmentation.0.api_duration_s"),
+    ([{"generate_tokens": 5, "api_name": "a", "api_duration_s": 1, "api_tokens": 10**6}],
+     "augmentation.0.api_tokens"),
+    ([{"generate_tokens": 5}] * 65, "augmentation"),
+    ([{"generate_tokens": 5, "surprise": 1}], "augmentation.0.surprise"),
+])
+def test_augmentation_validation(aug, param):
+    with pytest.raises(InvalidRequestError) as err:
+        parse_request(CompletionRequest, body(aug))
+    assert err.value.param == param
+
+
+def test_augmentation_context_check():
+    req = parse_request(CompletionRequest, body([
+        {"generate_tokens": 100, "api_name": "a", "api_duration_s": 0.1, "api_tokens": 50},
+        {"generate_tokens": 100}]))
+    assert len(augmentation_turns(req, 10, 1000)) == 2
+    with pytest.raises(InvalidRequestError) as err:
+        augmentation_turns(req, 800, 1000)
+    assert err.value.param == "augmentation" and err.value.code == "context_length_exceeded"

@@ -1,0 +1,92 @@
+"""The bench commands' behaviour on bad input and interruption (trivial local server, no Ray)."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from orchestrator.cli import main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def trivial_url():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.trivial_server", str(port)])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait()
+
+
+def write_jsonl(path, n=5, gap_s=0.0):
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt_tokens": 4, "arrival_s": i * gap_s,
+                                "turns": [{"generate_tokens": 1}]}) + "\n")
+
+
+def test_unreachable_url_fails_fast_with_a_clear_message(tmp_path, capsys):
+    wl = tmp_path / "w.jsonl"
+    write_jsonl(wl)
+    t = time.monotonic()
+    code = main(["bench", "run", "--workload", str(wl), "--url", f"http://127.0.0.1:{free_port()}",
+                 "--rate", "1", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2 and time.monotonic() - t < 10
+    assert "cannot reach" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_workload_fails_before_sending_naming_line_and_key(tmp_path, capsys, trivial_url):
+    wl = tmp_path / "w.jsonl"
+    wl.write_text('{"prompt_tokens": 4, "turns": [{"generate_tokens": 1}]}\n'
+                  '{"prompt_tokens": 4, "turns": [{"generate_tokens": 0}]}\n')
+    code = main(["bench", "run", "--workload", str(wl), "--url", trivial_url, "--rate", "1",
+                 "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "w.jsonl:2" in err and "generate_tokens" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_against_an_endpoint_writes_every_artifact(tmp_path, trivial_url):
+    wl = tmp_path / "w.jsonl"
+    write_jsonl(wl, n=20, gap_s=0.01)
+    out = tmp_path / "out"
+    assert main(["bench", "run", "--workload", str(wl), "--url", trivial_url, "--rate", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["summary"]["completed"] == 20 and result["summary"]["failed"] == 0
+    for name in ("requests.csv", "latency_cdf.png", "ttft_cdf.png", "slo_attainment.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_ctrl_c_writes_partial_results(tmp_path, trivial_url):
+    wl = tmp_path / "w.jsonl"
+    write_jsonl(wl, n=200, gap_s=0.05)  # 10 s of arrivals
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "bench", "run", "--workload",
+                             str(wl), "--url", trivial_url, "--rate", "1", "--out", str(out),
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()[-2000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["workload"]["stopped_early"] is True
+    assert 0 < result["summary"]["completed"] < 200
+    assert result["summary"]["failed"] == 200 - result["summary"]["completed"]
