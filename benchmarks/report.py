@@ -82,8 +82,10 @@ def plot_compare(out_dir: Path, results: list[dict[str, Any]]) -> None:
                          if r["config"] == cfg and r["summary"].get(key) is not None)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=Path(cfg).stem)
-        ax.set_xlabel("arrival rate (req/s)")
+        ax.set_xlabel("arrival rate (req/s, trace time)")
         ax.set_ylabel(label)
+        if key == "slo_attainment":
+            ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
     axes.flat[0].legend()
     fig.tight_layout()
