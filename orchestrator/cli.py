@@ -12,9 +12,12 @@ import threading
 def _serve(args: argparse.Namespace) -> int:
     from orchestrator import serving
     schema = serving.load_serve_config(args.config)
+    # Explicit handlers: a shell's background job inherits SIGINT as *ignored*, and
+    # Ctrl-C / SIGTERM must stop Serve and Ray cleanly however the command was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     serving.start_ray()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         serving.deploy(schema)
         http = schema.http_options

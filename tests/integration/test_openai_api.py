@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 
 import httpx
@@ -110,3 +111,42 @@ def test_fifty_concurrent_requests_complete_with_requested_lengths_on_both_class
     classes = Counter(r.model_extra["augserve"]["gpu_class"] for _, r in results)
     assert classes["large"] > 0 and classes["small"] > 0, classes
     assert classes["large"] > classes["small"]  # the larger replica has more room
+
+
+AUGMENTATION = [
+    {"generate_tokens": 5, "api_name": "search", "api_duration_s": 0.2, "api_tokens": 7},
+    {"generate_tokens": 3, "api_name": "calc", "api_duration_s": 0.1, "api_tokens": 2},
+    {"generate_tokens": 4},
+]
+
+
+def test_augmented_chat_runs_every_turn_with_tool_waits(app):
+    resp = client(app).chat.completions.create(
+        model=app.model, messages=[{"role": "user", "content": "plan"}],
+        extra_body={"augmentation": AUGMENTATION})
+    assert resp.usage.completion_tokens == 12
+    turns = resp.model_extra["augserve"]["turns"]
+    assert [t["generated_tokens"] for t in turns] == [5, 3, 4]
+    assert [t["api_name"] for t in turns] == ["search", "calc", None]
+    assert turns[0]["api_wait_s"] >= 0.2 and turns[1]["api_wait_s"] >= 0.1
+    assert "queue_s" in turns[0]
+    # each turn runs on the whole history: prompt + generated + tool tokens
+    assert turns[1]["context_tokens"] == turns[0]["context_tokens"] + 5 + 7
+    assert turns[2]["context_tokens"] == turns[1]["context_tokens"] + 3 + 2
+
+
+def test_augmented_stream_shows_turns_and_api_calls(app):
+    with httpx.stream("POST", f"{app.base_url}/v1/completions", timeout=60, json={
+            "model": app.model, "prompt": "go", "stream": True, "augmentation": AUGMENTATION,
+            "stream_options": {"include_usage": True}}) as resp:
+        chunks = [json.loads(line[6:]) for line in resp.iter_lines()
+                  if line.startswith("data: {")]
+    exts = [c["augserve"] for c in chunks if "augserve" in c]
+    events = [e["api_call"]["name"] for e in exts if "api_call" in e]
+    assert events == ["search", "calc"]
+    per_turn = Counter()
+    for e in exts:
+        per_turn[e["turn"]] += e["tokens"]
+    assert dict(per_turn) == {0: 5, 1: 3, 2: 4}
+    assert any("turns" in e for e in exts)
+    assert chunks[-1]["usage"]["completion_tokens"] == 12
