@@ -64,7 +64,10 @@ async def send_one(session: aiohttp.ClientSession, url: str, req: WorkloadReques
                 line = raw.strip()
                 if not line.startswith(b"data: ") or line == b"data: [DONE]":
                     continue
-                _on_chunk(record, json.loads(line[6:]), time.perf_counter())
+                try:
+                    _on_chunk(record, json.loads(line[6:]), time.perf_counter())
+                except (ValueError, KeyError, TypeError) as exc:
+                    record.error = f"malformed chunk: {type(exc).__name__}: {exc}"
         record.end_s = time.perf_counter()
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         record.status = record.status if record.status != 200 else 0
@@ -132,6 +135,8 @@ async def run_workload(url: str, model: str, workload: Workload, *,
         await asyncio.gather(waiter, return_exceptions=True)
         duration = time.perf_counter() - start
     for rec in records:
-        if not rec.ok and rec.error is None:
+        if not rec.sent:
+            rec.error = "not sent (run stopped)"
+        elif not rec.ok and rec.error is None:
             rec.error = "not answered (run stopped)"
     return records, duration

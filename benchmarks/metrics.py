@@ -1,9 +1,11 @@
 """Per-request records and the summary metrics of a run (times in seconds).
 
-- end-to-end = end − send; TTFT = first token − send;
+- end-to-end = end − arrival; TTFT = first token − arrival (arrival: the time the
+  workload schedules the request; the client's own lag counts against the server);
 - time per output token = (end − first token − API time after it) / (tokens − 1);
-- normalized latency = (end − send − API time) / output tokens (LAMPS, INFERCEPT);
-- SLO attainment = share of requests (all sent, failures count as misses) whose class
+- normalized latency = (end − arrival − API time) / output tokens (LAMPS, INFERCEPT);
+- requests never sent (the run was stopped first) are left out and counted as not_sent;
+- SLO attainment = share of requests (failures count as misses) whose class
   targets hold (TTFT ≤ ttft target and end-to-end ≤ e2e target);
 - goodput = requests meeting their SLO per second of the run; throughput = completed
   requests per second; output tokens/s over the run.
@@ -42,12 +44,22 @@ class RequestRecord:
         return self.status == 200 and self.error is None and self.end_s is not None
 
     @property
+    def start_s(self) -> float:
+        """The request's arrival: when the workload said to send it (so that a client
+        that falls behind cannot hide latency), else when it was sent."""
+        return self.scheduled_s or self.send_s
+
+    @property
+    def sent(self) -> bool:
+        return self.send_s > 0
+
+    @property
     def e2e_s(self) -> float | None:
-        return None if self.end_s is None else self.end_s - self.send_s
+        return None if self.end_s is None else self.end_s - self.start_s
 
     @property
     def ttft_s(self) -> float | None:
-        return None if self.first_token_s is None else self.first_token_s - self.send_s
+        return None if self.first_token_s is None else self.first_token_s - self.start_s
 
     @property
     def tpot_s(self) -> float | None:
@@ -93,6 +105,8 @@ def _pct(xs: list[float], q: float) -> float | None:
 
 def summarize(records: list[RequestRecord], slo_targets: dict[str, dict[str, float | None]],
               duration_s: float) -> dict[str, Any]:
+    not_sent = sum(1 for r in records if not r.sent)
+    records = [r for r in records if r.sent]
     ok = [r for r in records if r.ok]
     e2e = [r.e2e_s for r in ok]
     ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
@@ -118,5 +132,6 @@ def summarize(records: list[RequestRecord], slo_targets: dict[str, dict[str, flo
         "throughput_rps": len(ok) / duration,
         "output_tokens_per_s": sum(r.output_tokens for r in ok) / duration,
         "failures_by_status": dict(Counter(str(r.status) for r in records if not r.ok)),
+        "not_sent": not_sent,
         "duration_s": duration_s,
     }

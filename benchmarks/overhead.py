@@ -71,8 +71,8 @@ async def run_full(base_url: str, model: str, prompt_token_ids: list[int], max_t
                         if not line.startswith("data: ") or line == "data: [DONE]":
                             continue
                         chunk = json.loads(line[6:])
-                        if chunk["choices"] and first is None and chunk["choices"][0]["text"]:
-                            first = time.perf_counter()
+                        if first is None and (chunk.get("augserve") or {}).get("tokens"):
+                            first = time.perf_counter()  # first token, as on the direct path
                         if chunk.get("usage"):
                             tokens = chunk["usage"]["completion_tokens"]
                 t1 = time.perf_counter()

@@ -35,6 +35,9 @@ class QueueConfig(StrictModel):
     queue_timeout_s: float = Field(600.0, gt=0, description="Longest wait in the queue before 503.")
     replica_timeout_s: float = Field(
         5.0, gt=0, description="A replica silent for this long is considered gone.")
+    lost_grace_s: float = Field(
+        10.0, gt=0, description="A request in flight that its replica has not reported as "
+        "active for this long is released (its completion notice was lost).")
     retry_after_min_s: float = Field(1.0, gt=0, description="Smallest Retry-After given.")
     retry_after_max_s: float = Field(60.0, gt=0, description="Largest Retry-After given.")
     tick_s: float = Field(0.1, gt=0, le=5, description="Period of expiry and health checks.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,7 +30,11 @@ logger = logging.getLogger(__name__)
 class ReplicaState:
     stats: ReplicaStats
     last_seen_s: float
-    in_flight: set[str] = field(default_factory=set)
+    #: request id -> when it was assigned here
+    in_flight: dict[str, float] = field(default_factory=dict)
+    #: requests the replica reports serving that this manager did not assign (e.g. it
+    #: restarted and forgot them): they hold room too
+    num_unknown_active: int = 0
 
     @property
     def replica_id(self) -> str:
@@ -37,9 +42,10 @@ class ReplicaState:
 
     @property
     def num_holding(self) -> int:
-        """Requests that hold engine room: in flight, less those paused on an API call
-        (they hold no engine slot while their tool runs)."""
-        return max(0, len(self.in_flight) - self.stats.num_paused)
+        """Requests that hold engine room: in flight here plus those the replica serves
+        that this manager does not know, less those paused on an API call (no engine
+        slot while their tool runs)."""
+        return max(0, len(self.in_flight) + self.num_unknown_active - self.stats.num_paused)
 
     @property
     def load_fraction(self) -> float:
@@ -72,8 +78,9 @@ class Dispatcher:
         self._replicas: dict[str, ReplicaState] = {}
         self._assigned: dict[str, str] = {}  # request id -> replica id
         self._seq = itertools.count()
-        self._completion_rate_per_s = 0.0
-        self._last_completion_s: float | None = None
+        self._completions: deque[float] = deque()  # completion times, for Retry-After
+        self._recent_done: deque[tuple[float, str]] = deque()  # (time, id) of releases
+        self._recent_done_ids: set[str] = set()
         self.outcomes: dict[Outcome, int] = {o: 0 for o in Outcome}
 
     # ---- replicas ---------------------------------------------------------------------
@@ -83,10 +90,26 @@ class Dispatcher:
         if state is None:
             logger.info("replica %s (%s, class %s) joined", stats.replica_id,
                         stats.deployment, stats.gpu_class)
-            self._replicas[stats.replica_id] = ReplicaState(stats=stats, last_seen_s=now)
+            self._replicas[stats.replica_id] = state = ReplicaState(stats=stats, last_seen_s=now)
+            self._reconcile(state, now)
         else:
             state.stats = stats
             state.last_seen_s = now
+            self._reconcile(state, now)
+
+    def _reconcile(self, state: ReplicaState, now: float) -> None:
+        """Release requests the replica has not been serving for ``lost_grace_s`` (a lost
+        completion notice, or a client that left before its stream started)."""
+        active = set(state.stats.active_request_ids)
+        while self._recent_done and now - self._recent_done[0][0] > self.config.lost_grace_s:
+            self._recent_done_ids.discard(self._recent_done.popleft()[1])
+        state.num_unknown_active = len(active - state.in_flight.keys() - self._recent_done_ids)
+        lost = [rid for rid, t in state.in_flight.items()
+                if rid not in active and now - t > self.config.lost_grace_s]
+        for rid in lost:
+            logger.warning("request %s: not active on replica %s for %.0fs; released",
+                           rid, state.replica_id, now - state.in_flight[rid])
+            self.complete(rid, None)  # its outcome is the ingress's to report
 
     def remove_replica(self, replica_id: str) -> list[str]:
         """Forget a replica; returns the ids of requests that were in flight on it."""
@@ -147,34 +170,46 @@ class Dispatcher:
         if not with_room:
             return assignments
         for request in list(self._policy.ordered(now)):
-            candidates = [r for r in with_room if r.stats.model == request.model and r.has_room()]
+            candidates = self._candidates(request, with_room, now)
             if not candidates:
                 if not any(r.has_room() for r in with_room):
                     break
                 continue
             target = self._placement.choose(request, candidates, now)
             self._policy.remove(request.request_id)
-            target.in_flight.add(request.request_id)
+            target.in_flight[request.request_id] = now
             self._assigned[request.request_id] = target.replica_id
             assignments.append(Assignment(request.request_id, target.replica_id,
                                           target.stats.deployment, target.stats.gpu_class,
                                           now - request.enqueued_s))
         return assignments
 
-    def complete(self, request_id: str, outcome: Outcome = Outcome.COMPLETED) -> bool:
-        """Release a dispatched request; False if it was not in flight."""
+    def _candidates(self, request: QueuedRequest, with_room: list[ReplicaState],
+                    now: float) -> list[ReplicaState]:
+        """Replicas with room for this request.  A retried request avoids the replica that
+        failed it while another healthy replica serves its model."""
+        out = [r for r in with_room if r.stats.model == request.model and r.has_room()]
+        avoid = request.extra.get("avoid_replica")
+        if avoid is not None and any(r.replica_id != avoid for r in
+                                     self.healthy_replicas(request.model)):
+            out = [r for r in out if r.replica_id != avoid]
+        return out
+
+    def complete(self, request_id: str, outcome: Outcome | None = Outcome.COMPLETED) -> bool:
+        """Release a dispatched request; False if it was not in flight.  ``outcome`` None
+        releases the room without counting an outcome."""
         replica_id = self._assigned.pop(request_id, None)
         if replica_id is None:
             return False
         state = self._replicas.get(replica_id)
         if state is not None:
-            state.in_flight.discard(request_id)
-        self.outcomes[outcome] += 1
+            state.in_flight.pop(request_id, None)
         now = self._clock()
-        if self._last_completion_s is not None:
-            gap = max(now - self._last_completion_s, 1e-3)
-            self._completion_rate_per_s = 0.9 * self._completion_rate_per_s + 0.1 / gap
-        self._last_completion_s = now
+        if outcome is not None:
+            self.outcomes[outcome] += 1
+            self._completions.append(now)
+        self._recent_done.append((now, request_id))
+        self._recent_done_ids.add(request_id)
         return True
 
     def cancel(self, request_id: str) -> bool:
@@ -194,9 +229,19 @@ class Dispatcher:
             self.outcomes[Outcome.EXPIRED] += 1
         return expired
 
+    def completion_rate_per_s(self, window_s: float = 30.0) -> float:
+        """Completions per second over the last ``window_s`` seconds."""
+        now = self._clock()
+        while self._completions and now - self._completions[0] > window_s:
+            self._completions.popleft()
+        if len(self._completions) < 2:
+            return 0.0
+        span = max(now - self._completions[0], 1.0)
+        return len(self._completions) / span
+
     def retry_after_s(self) -> float:
         """How long a rejected client should wait: the queue drained at the recent rate."""
-        rate = self._completion_rate_per_s
+        rate = self.completion_rate_per_s()
         if rate <= 0:
             return self.config.retry_after_min_s
         return min(self.config.retry_after_max_s,

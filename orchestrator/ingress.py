@@ -117,8 +117,12 @@ class Ingress:
              "max_model_len": m.max_model_len} for m in self.models.values()]}
 
     @app.get("/v1/admin/queue")
-    async def queue_state(self) -> dict[str, Any]:
-        return await self.qm.stats.remote()
+    async def queue_state(self) -> Response:
+        try:
+            return JSONResponse(await asyncio.wait_for(self.qm.stats.remote(), timeout=5.0))
+        except Exception as exc:  # noqa: BLE001 - the queue manager is down or restarting
+            return error_response(QueueUnavailableError(
+                f"the queue manager is unavailable: {type(exc).__name__}", retry_after_s=2.0))
 
     @app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
@@ -141,7 +145,7 @@ class Ingress:
                 raise PayloadTooLargeError(f"the request body is over the limit of {limit} bytes")
         try:
             return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise InvalidRequestError(f"the request body is not valid JSON: {exc}",
                                       code="invalid_json") from None
 
@@ -235,8 +239,8 @@ class Ingress:
         try:
             async with contextlib.aclosing(run.deltas()) as deltas:
                 async for delta in deltas:
-                    if (not delta.text and delta.finish_reason is None and not first
-                            and not delta.info):
+                    if (not delta.text and not delta.token_ids and delta.finish_reason is None
+                            and not first and not delta.info):
                         continue
                     yield sse(shape.chunk(delta.text, finish_reason_of(delta.finish_reason),
                                           first=first, extension=_chunk_extension(run, delta)))

@@ -10,6 +10,7 @@ the field rather than silently ignored.  Extension fields: ``priority``, ``slo``
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from orchestrator.errors import InvalidRequestError
 
 INT32_MAX = 2**31 - 1
+_TOKEN_ID = re.compile(r"[0-9]{1,10}")
 
 
 class _Base(BaseModel):
@@ -67,13 +69,13 @@ class _SamplingFields(_Base):
     model: str = Field(..., min_length=1, max_length=256)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1)
-    min_tokens: int = Field(0, ge=0)
+    top_k: int | None = Field(None, ge=-1, le=INT32_MAX)
+    min_tokens: int = Field(0, ge=0, le=INT32_MAX)
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[int] | None = Field(None, max_length=64)
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     ignore_eos: bool = False
     logit_bias: dict[str, float] | None = None
@@ -94,7 +96,7 @@ class _SamplingFields(_Base):
             raise _field_error("n", "only n=1 is supported")
         if self.logit_bias is not None:
             for key, value in self.logit_bias.items():
-                if not key.lstrip("-").isdigit():
+                if not _TOKEN_ID.fullmatch(key):
                     raise _field_error("logit_bias", f"key {key!r} is not a token id")
                 if not -100.0 <= value <= 100.0:
                     raise _field_error("logit_bias", f"bias {value} for token {key} is outside [-100, 100]")

@@ -71,6 +71,15 @@ class QueueService:
         self.pump()
         return released
 
+    def cancel(self, request_id: str) -> bool:
+        """Withdraw a request (its caller went away); a waiting ``enqueue`` is resolved."""
+        released = self.core.cancel(request_id)
+        future = self._waiters.get(request_id)
+        if future is not None and not future.done():
+            future.cancel()
+        self.pump()
+        return released
+
     def report(self, stats: ReplicaStats) -> None:
         self.core.report(stats)
         self.pump()
@@ -118,9 +127,7 @@ class QueueManager:
         return sum(self._service.complete(rid, Outcome(outcome)) for rid, outcome in finished)
 
     async def cancel(self, request_id: str) -> bool:
-        released = self._service.core.cancel(request_id)
-        self._service.pump()
-        return released
+        return self._service.cancel(request_id)
 
     async def report(self, stats: ReplicaStats) -> None:
         self._service.report(stats)

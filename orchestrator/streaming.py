@@ -97,6 +97,7 @@ class RequestRun:
                     logger.warning("request %s: replica %s failed before its first token "
                                    "(%s); re-queueing", self.request.request_id,
                                    self.trace.assignment.replica_id, exc)
+                    self.queued.extra["avoid_replica"] = self.trace.assignment.replica_id
                     await self.admit(retry=True)  # releases the failed assignment too
         finally:
             self.trace.end_s = time.perf_counter()

@@ -51,19 +51,24 @@ async def coalesce(source: AsyncIterator[TokenDelta], interval_s: float) -> Asyn
         return
     buffer: list[TokenDelta] = []
     arrived = asyncio.Event()
-    finished = False
-    error: Exception | None = None
+    done = asyncio.Event()
+    error: BaseException | None = None
 
     async def pump() -> None:
-        nonlocal finished, error
+        nonlocal error
         try:
             async for delta in source:
                 buffer.append(delta)
                 arrived.set()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we cancelled it: the consumer went away
+            error = RuntimeError("the token source was cancelled")
         except Exception as exc:  # noqa: BLE001 - handed to the consumer below
             error = exc
         finally:
-            finished = True
+            done.set()
             arrived.set()
 
     task = asyncio.get_running_loop().create_task(pump())
@@ -73,15 +78,17 @@ async def coalesce(source: AsyncIterator[TokenDelta], interval_s: float) -> Asyn
             await arrived.wait()
             arrived.clear()
             wait = last_sent + interval_s - time.monotonic()
-            if wait > 0 and not finished:
-                await asyncio.sleep(wait)
+            if wait > 0 and not done.is_set():
+                # hold tokens back at most until the interval ends, or the stream ends
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(done.wait(), timeout=wait)
             if buffer:
                 runs = merge_runs(buffer)
                 buffer.clear()
                 last_sent = time.monotonic()
                 for out in runs:
                     yield out
-            if finished and not buffer:
+            if done.is_set() and not buffer:
                 if error is not None:
                     raise error
                 return

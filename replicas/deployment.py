@@ -61,6 +61,7 @@ class ReplicaCore:
             gpu_class=self.config.gpu_class, model=self.config.model_name, limits=self.limits,
             num_running=sink.num_running, num_waiting=sink.num_waiting,
             num_active_calls=len(self.active), num_paused=self.num_paused,
+            active_request_ids=tuple(self.active),
             kv_usage=sink.kv_usage,
             output_tokens_per_s=sink.throughput.tokens_per_s(),
             num_output_tokens_total=sink.throughput.total_tokens,

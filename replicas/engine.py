@@ -122,13 +122,16 @@ class VLLMEngine:
         return self._kv_bytes_per_token
 
     async def generate(self, request: ReplicaRequest) -> AsyncIterator[TokenDelta]:
-        from vllm.exceptions import VLLMValidationError
+        from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError as VllmDead
 
-        params = to_sampling_params(request.sampling)
-        stream = self._engine.generate({"prompt_token_ids": request.prompt_token_ids}, params,
-                                       request.request_id, priority=request.priority)
         try:
+            params = to_sampling_params(request.sampling)
+        except (VLLMClientError, ValueError, TypeError, OverflowError) as exc:
+            raise EngineRequestError(str(exc)) from None
+        try:
+            stream = self._engine.generate({"prompt_token_ids": request.prompt_token_ids},
+                                           params, request.request_id, priority=request.priority)
             async with contextlib.aclosing(stream):
                 async for out in stream:
                     c = out.outputs[0]
@@ -136,7 +139,7 @@ class VLLMEngine:
                                      finish_reason=c.finish_reason, stop_reason=c.stop_reason,
                                      num_prompt_tokens=len(out.prompt_token_ids or ()),
                                      num_cached_tokens=out.num_cached_tokens or 0)
-        except VLLMValidationError as exc:
+        except VLLMClientError as exc:
             raise EngineRequestError(str(exc)) from None
         except VllmDead as exc:
             raise EngineDeadError(str(exc)) from None

@@ -104,6 +104,8 @@ class ReplicaStats:
     num_active_calls: int = 0
     #: Requests of this replica waiting on an API call (they hold no engine slot).
     num_paused: int = 0
+    #: Ids of the requests this replica is serving now (the queue manager reconciles).
+    active_request_ids: tuple[str, ...] = ()
     kv_usage: float = 0.0
     output_tokens_per_s: float = 0.0
     num_output_tokens_total: int = 0

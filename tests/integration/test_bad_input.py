@@ -54,6 +54,12 @@ CHAT = "/v1/chat/completions"
     (CMPL, {"model": "tiny-llama", "prompt": "x", "logit_bias": {"99999": 5}}, "logit_bias"),
     (CMPL, {"model": "tiny-llama", "prompt": "x", "n": 3}, "n"),
     (CMPL, {"model": "tiny-llama", "prompt": "x", "max_tokens": 4, "min_tokens": 9}, "min_tokens"),
+    (CMPL, {"model": "tiny-llama", "prompt": "x", "logit_bias": {"²": 1}}, "logit_bias"),
+    (CMPL, {"model": "tiny-llama", "prompt": "x", "top_k": 10**30}, "top_k"),
+    (CMPL, {"model": "tiny-llama", "prompt": "x", "augmentation": [
+        {"generate_tokens": 5000}, {"generate_tokens": 5000}]}, "augmentation"),
+    (CMPL, {"model": "tiny-llama", "prompt": "x", "max_tokens": 3, "augmentation": [
+        {"generate_tokens": 5}]}, "max_tokens"),
 ])
 def test_invalid_fields_are_400_naming_the_field(app, path, body, param):
     assert_error(post(app, path, body), 400, param)
@@ -62,6 +68,7 @@ def test_invalid_fields_are_400_naming_the_field(app, path, body, param):
 def test_invalid_json_is_400(app):
     assert_error(post(app, CMPL, b"{not json"), 400, code="invalid_json")
     assert_error(post(app, CHAT, b"[1, 2]"), 400)
+    assert_error(post(app, CMPL, b"[" * 100_000), 400, code="invalid_json")  # too deep
 
 
 def max_model_len(app) -> int:

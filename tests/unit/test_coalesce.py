@@ -54,3 +54,27 @@ async def test_closing_the_consumer_closes_the_source():
     await gen.__anext__()
     await gen.aclose()
     assert closed.is_set()
+
+
+async def test_the_final_delta_is_not_held_back():
+    async def slow_then_final():
+        yield TokenDelta(text="a", token_ids=[1])
+        yield TokenDelta(text="b", token_ids=[2])  # arrives inside the interval
+        yield TokenDelta(text="", token_ids=[3], finish_reason="length")
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    out = [d async for d in coalesce(slow_then_final(), interval_s=5.0)]
+    assert loop.time() - start < 1.0  # not the 5 s interval
+    assert [t for d in out for t in d.token_ids] == [1, 2, 3]
+    assert out[-1].finish_reason == "length"
+
+
+async def test_a_source_cancelled_on_its_own_is_an_error_not_a_normal_end():
+    async def cancelled_source():
+        yield TokenDelta(text="a", token_ids=[1])
+        raise asyncio.CancelledError()
+
+    with pytest.raises(RuntimeError, match="cancelled"):
+        async for _ in coalesce(cancelled_source(), interval_s=0.01):
+            pass

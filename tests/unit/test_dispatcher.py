@@ -141,4 +141,86 @@ def test_retry_after_follows_drain_rate():
         d.report(replica_stats("a", max_num_seqs=1, max_waiting=0))
         d.complete(a.request_id)
     # 10 requests left at ~2 per second
-    assert 3.0 <= d.retry_after_s() <= 8.0
+    assert 4.0 <= d.retry_after_s() <= 6.0
+
+
+def test_retry_after_is_not_fooled_by_batched_completions():
+    d, clock = make(max_queued=200, retry_after_min_s=1, retry_after_max_s=60)
+    d.report(replica_stats("a", max_num_seqs=10, max_waiting=0))
+    for i in range(120):
+        d.admit(req(i))
+    for _ in range(10):  # ten completions at once every second: 10/s
+        done = d.dispatch()
+        clock.advance(1.0)
+        d.report(replica_stats("a", max_num_seqs=10, max_waiting=0))
+        for a in done:
+            d.complete(a.request_id)
+    # 20 left queued (120 - 100 dispatched) at ~10/s: about 2 s, not the minimum of 1
+    assert 1.5 <= d.retry_after_s() <= 3.0
+
+
+def test_lost_completion_notices_are_reconciled_from_replica_reports():
+    d, clock = make(lost_grace_s=10)
+    d.report(replica_stats("a", max_num_seqs=2, max_waiting=0))
+    d.admit(req(0))
+    d.admit(req(1))
+    d.dispatch()
+    stats = replica_stats("a", max_num_seqs=2, max_waiting=0)
+    stats.active_request_ids = ("r0",)  # r1 finished but its notice never arrived
+    clock.advance(5)
+    d.report(stats)
+    assert d.num_in_flight == 2  # within the grace period: kept
+    clock.advance(6)
+    d.report(stats)
+    assert d.num_in_flight == 1 and d.outcomes[Outcome.FAILED] == 0
+    assert not d.complete("r1")  # the late notice finds nothing to release
+
+
+def test_requests_a_restarted_manager_does_not_know_still_hold_room():
+    d, _ = make()
+    stats = replica_stats("a", max_num_seqs=1, max_waiting=1)
+    stats.active_request_ids = ("old-1", "old-2")  # running since before the restart
+    d.report(stats)
+    d.admit(req(0))
+    assert d.dispatch() == []
+    stats2 = replica_stats("a", max_num_seqs=1, max_waiting=1)
+    stats2.active_request_ids = ("old-1",)
+    d.report(stats2)
+    assert [a.request_id for a in d.dispatch()] == ["r0"]
+
+
+def test_completed_requests_in_a_stale_report_do_not_block_room():
+    d, _ = make()
+    d.report(replica_stats("a", max_num_seqs=1, max_waiting=0))
+    d.admit(req(0))
+    d.admit(req(1))
+    (a,) = d.dispatch()
+    d.complete(a.request_id)
+    stale = replica_stats("a", max_num_seqs=1, max_waiting=0)
+    stale.active_request_ids = ("r0",)  # the replica's report predates r0's completion
+    d.report(stale)
+    assert [x.request_id for x in d.dispatch()] == ["r1"]
+
+
+def test_a_retry_avoids_the_replica_that_failed_it():
+    d, _ = make()
+    d.report(replica_stats("a", max_num_seqs=4, max_waiting=0, tokens_per_s=100))
+    d.report(replica_stats("b", max_num_seqs=4, max_waiting=0, tokens_per_s=1))
+    d.admit(req(0))
+    (first,) = d.dispatch()
+    assert first.replica_id == "a"
+    d.complete("r0", Outcome.FAILED)
+    retried = req(0)
+    retried.extra["avoid_replica"] = "a"
+    d.admit(retried)
+    (second,) = d.dispatch()
+    assert second.replica_id == "b"
+
+
+def test_a_retry_may_return_to_the_only_replica():
+    d, _ = make()
+    d.report(replica_stats("a", max_num_seqs=4, max_waiting=0))
+    retried = req(0)
+    retried.extra["avoid_replica"] = "a"
+    d.admit(retried)
+    assert [x.replica_id for x in d.dispatch()] == ["a"]

@@ -62,6 +62,21 @@ async def test_retry_releases_the_failed_assignment_and_requeues_in_one_step():
     svc.report(replica_stats("a", max_num_seqs=1, max_waiting=0))
     svc.report(replica_stats("b", max_num_seqs=1, max_waiting=0))
     first = await svc.enqueue(req(0))
-    again = await svc.enqueue(req(0), retry=True)
+    retried = req(0)
+    retried.extra["avoid_replica"] = first.replica_id
+    again = await svc.enqueue(retried, retry=True)
     assert again.request_id == "r0" and svc.core.num_in_flight == 1
-    assert svc.core.outcomes[Outcome.FAILED] == 1 and first.replica_id in {"a", "b"}
+    assert svc.core.outcomes[Outcome.FAILED] == 1
+    assert again.replica_id != first.replica_id
+
+
+async def test_cancel_resolves_a_waiting_enqueue():
+    svc = QueueService(QueueConfig(), clock=FakeClock())
+    svc.report(replica_stats("a", max_num_seqs=1, max_waiting=0))
+    await svc.enqueue(req(0))
+    waiting = asyncio.ensure_future(svc.enqueue(req(1)))
+    await asyncio.sleep(0)
+    assert svc.cancel("r1")
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert svc.core.num_queued == 0

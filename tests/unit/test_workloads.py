@@ -36,8 +36,10 @@ def test_trace_counts_and_shapes(trace):
     assert [t.generate_tokens for t in first.turns] == [127, 47, 48, 82, 76]
     assert [t.api_tokens for t in first.turns[:4]] == [21, 23, 23, 22]
     assert first.turns[0].api_name == "math" and first.turns[-1].api_name is None
-    # segment k+1's context = k's context + generated + API tokens
-    assert 392 + 127 + 21 == 540
+    # the replayed context of turn k+1 is turn k's context + generated + API tokens, which
+    # matches the trace's own prompt_tokens of the next segment (540 = 392 + 127 + 21)
+    assert first.total_context_tokens(392) - sum(
+        t.generate_tokens + t.api_tokens for t in first.turns[1:]) == 540
 
 
 def test_subset_scale_and_arrivals_are_deterministic(trace):
@@ -111,7 +113,7 @@ def rec(i, *, send=0.0, first=None, end=None, tokens=0, api=0.0, status=200, slo
 
 def test_metric_math_on_hand_made_timelines():
     records = [
-        rec(1, send=0, first=1, end=11, tokens=11, api=5),   # e2e 10 s? no: 11 s
+        rec(1, send=1, first=2, end=12, tokens=11, api=5),   # e2e 11 s
         rec(2, send=1, first=1.5, end=3.5, tokens=5),        # e2e 2.5
         rec(3, send=2, status=503, end=2.1),                 # failed
     ]
@@ -127,4 +129,11 @@ def test_metric_math_on_hand_made_timelines():
     assert s["slo_attainment"] == pytest.approx(1 / 3)  # only r2 meets both targets
     assert s["goodput_rps"] == pytest.approx(0.1) and s["throughput_rps"] == pytest.approx(0.2)
     assert s["output_tokens_per_s"] == pytest.approx(1.6)
-    assert s["failures_by_status"] == {"503": 1}
+    assert s["failures_by_status"] == {"503": 1} and s["not_sent"] == 0
+    # arrival, not send, is the start: a client that sends late cannot hide latency
+    late = rec(4, send=2.0, first=3.0, end=4.0, tokens=2)
+    late.scheduled_s = 1.0
+    assert late.e2e_s == 3.0 and late.ttft_s == 2.0
+    never = rec(5)
+    never.send_s = 0.0
+    assert summarize([late, never], {}, 1.0)["not_sent"] == 1
