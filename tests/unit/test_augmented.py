@@ -101,3 +101,27 @@ def test_augmentation_context_check():
     with pytest.raises(InvalidRequestError) as err:
         augmentation_turns(req, 800, 1000)
     assert err.value.param == "augmentation" and err.value.code == "context_length_exceeded"
+
+
+async def test_cancellation_during_a_tool_wait_keeps_the_pause_count_balanced():
+    import asyncio
+
+    engine, pauses = FakeEngine(), []
+    req = ReplicaRequest("r", "m", [1], SamplingSpec(max_tokens=3),
+                         augmentation=(AugTurn(2, "slow", 60.0, 1), AugTurn(1)))
+    gen = run_augmented(engine.generate, req, on_pause=pauses.append)
+
+    async def consume():
+        async for _ in gen:
+            pass
+
+    task = asyncio.ensure_future(consume())
+    for _ in range(50):  # until the tool wait has begun
+        await asyncio.sleep(0)
+        if pauses:
+            break
+    assert pauses == [True]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pauses == [True, False]
