@@ -130,6 +130,12 @@ class LLMReplica:
             return
         try:
             await asyncio.wait_for(self._report(), timeout=2.0)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the replica is shutting down
+            # a call cut off by a dying queue manager: keep reporting to its successor
+            logger.warning("a report to the queue manager was cancelled")
         except Exception as exc:  # noqa: BLE001 - reporting is best effort
             logger.warning("could not report to the queue manager: %s", exc)
 

@@ -34,8 +34,10 @@ def post(app, **extra) -> httpx.Response:
 
 
 def test_dead_engines_give_503_then_replicas_are_replaced(app):
-    pids = engine_core_pids(app)
-    assert len(pids) == 2, pids
+    deadline = time.monotonic() + 60  # replicas report every 0.5 s; let a prior test settle
+    while len(pids := engine_core_pids(app)) != 2:
+        assert time.monotonic() < deadline, (pids, app.queue_state())
+        time.sleep(1)
     with httpx.Client(base_url=app.base_url, timeout=60) as c:
         with c.stream("POST", "/v1/completions", json={
                 "model": app.model, "prompt": "x", "max_tokens": 1900, "ignore_eos": True,
