@@ -35,12 +35,17 @@ async def probe(url: str, timeout_s: float = 5.0) -> dict[str, Any]:
     return data[0]
 
 
+def is_plain(req: WorkloadRequest) -> bool:
+    """One turn and no API call: sent as an ordinary completion, not an augmentation."""
+    return len(req.turns) == 1 and req.turns[0].api_name is None
+
+
 def request_body(req: WorkloadRequest, model: str) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "stream": True,
                             "stream_options": {"include_usage": True},
                             "prompt": list(req.prompt_token_ids) if req.prompt_token_ids
                             is not None else req.prompt_text}
-    if len(req.turns) == 1 and req.turns[0].api_name is None:
+    if is_plain(req):
         body.update(max_tokens=req.turns[0].generate_tokens, min_tokens=req.turns[0].generate_tokens,
                     ignore_eos=True)
     else:
@@ -100,12 +105,10 @@ async def run_workload(url: str, model: str, workload: Workload, *,
     If ``stop`` is set, requests not yet answered are cancelled and kept as failures."""
     records = [RequestRecord(r.request_id, r.slo, r.arrival_s or 0.0,
                              expected_tokens=r.generated_tokens,
-                             expected_turn_tokens=[t.generate_tokens for t in r.turns],
+                             # plain requests report no turns
+                             expected_turn_tokens=[] if is_plain(r) else
+                             [t.generate_tokens for t in r.turns],
                              api_time_s=r.api_time_s) for r in workload.requests]
-    for rec, req in zip(records, workload.requests):
-        if len(req.turns) == 1 and req.turns[0].api_name is None:
-            rec.turn_tokens = []  # plain requests report no turns
-            rec.expected_turn_tokens = []
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     base = url.rstrip("/")

@@ -17,7 +17,8 @@ from benchmarks.stats import percentile
 from benchmarks.workload import Turn, Workload, WorkloadRequest
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -30,7 +31,7 @@ def workload(n: int, rate_rps: float) -> Workload:
 
 
 def main(args: argparse.Namespace) -> int:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "benchmarks.trivial_server", str(port)])
     try:
         time.sleep(1.0)

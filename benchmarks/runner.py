@@ -90,10 +90,9 @@ async def _run(url: str, model: str, workload: Workload, progress: bool):
     return records, duration, stop.is_set()
 
 
-def run_once(url: str, workload_spec: str, rate: float, out_dir: Path, args: argparse.Namespace,
-             config_label: str) -> dict[str, Any]:
-    info = asyncio.run(probe(url))
-    workload = load_workload(workload_spec, args.tokenizer, args.limit, args.seed)
+def run_once(url: str, info: dict[str, Any], workload: Workload, rate: float, out_dir: Path,
+             args: argparse.Namespace, config_label: str) -> dict[str, Any]:
+    """One replay; ``info`` is the endpoint's model entry from :func:`probe`."""
     w = prepare(workload, max_context=int(info.get("max_model_len") or 1 << 30),
                 limit=args.limit, seed=args.seed, time_scale=args.time_scale, rate_rps=rate,
                 arrival=args.arrival, cv=args.cv, slo_shares=parse_shares(args.slo_shares))
@@ -110,7 +109,9 @@ def run_once(url: str, workload_spec: str, rate: float, out_dir: Path, args: arg
 
 def main_run(args: argparse.Namespace) -> int:
     try:
-        run_once(args.url, args.workload, args.rate, Path(args.out), args, args.config_label)
+        info = asyncio.run(probe(args.url))  # an unreachable URL fails before any work
+        workload = load_workload(args.workload, args.tokenizer, args.limit, args.seed)
+        run_once(args.url, info, workload, args.rate, Path(args.out), args, args.config_label)
     except (WorkloadError, EndpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -123,7 +124,7 @@ def main_compare(args: argparse.Namespace) -> int:
     rates = [float(r) for r in args.rates.split(",")]
     out = Path(args.out)
     try:  # fail on a bad workload before starting any deployment
-        load_workload(args.workload, args.tokenizer, args.limit, args.seed)
+        workload = load_workload(args.workload, args.tokenizer, args.limit, args.seed)
         schemas = {c: serving.load_serve_config(c) for c in configs}
     except (WorkloadError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -136,9 +137,10 @@ def main_compare(args: argparse.Namespace) -> int:
             serving.deploy(schema)
             http = schema.http_options
             url = f"http://{http.host}:{http.port}"
+            info = asyncio.run(probe(url))
             for rate in rates:
                 run_dir = out / Path(config).stem / f"rate-{rate:g}"
-                results.append(run_once(url, args.workload, rate, run_dir, args, config))
+                results.append(run_once(url, info, workload, rate, run_dir, args, config))
         finally:
             serving.shutdown()
     out.mkdir(parents=True, exist_ok=True)

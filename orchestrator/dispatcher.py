@@ -256,9 +256,6 @@ class Dispatcher:
     def num_in_flight(self) -> int:
         return len(self._assigned)
 
-    def is_queued(self, request_id: str) -> bool:
-        return request_id in self._policy
-
     def snapshot(self) -> dict[str, object]:
         now = self._clock()
         return {

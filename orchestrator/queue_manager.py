@@ -16,7 +16,7 @@ from ray import serve
 
 from orchestrator.config import QueueConfig
 from orchestrator.dispatcher import Assignment, Dispatcher
-from orchestrator.errors import NoHealthyReplicaError, QueueTimeoutError
+from orchestrator.errors import QueueTimeoutError
 from orchestrator.metrics import QueueMetrics
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_policy import QueuedRequest
@@ -148,5 +148,3 @@ class QueueManager:
             except Exception:  # noqa: BLE001 - keep ticking; the error is logged
                 logger.exception("queue manager tick failed")
 
-
-__all__ = ["QueueManager", "QueueService", "NoHealthyReplicaError"]

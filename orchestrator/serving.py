@@ -54,7 +54,6 @@ def start_ray(num_cpus: int | None = None) -> None:
 
 def deploy(schema: Any, timeout_s: float = 600.0) -> None:
     """Deploy every application of ``schema`` and wait until all are RUNNING."""
-    from ray import serve
     from ray.serve._private.api import serve_start  # the path `serve run CONFIG` uses
     from ray.serve.config import gRPCOptions
 
@@ -70,7 +69,6 @@ def deploy(schema: Any, timeout_s: float = 600.0) -> None:
     client.deploy_apps(schema, _blocking=False)
     wait_running([a.name for a in schema.applications], timeout_s)
     logger.info("deployed %s", [a.name for a in schema.applications])
-    _ = serve
 
 
 def wait_running(app_names: list[str], timeout_s: float) -> None:

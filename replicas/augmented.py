@@ -59,8 +59,8 @@ async def run_augmented(generate: Generate, request: ReplicaRequest, *,
             generated += delta.token_ids
             finish_reason = delta.finish_reason or finish_reason
             cached = max(cached, delta.num_cached_tokens)
-            yield dataclasses.replace(delta, finish_reason=None, num_prompt_tokens=num_prompt,
-                                      turn=index)
+            delta.finish_reason, delta.num_prompt_tokens, delta.turn = None, num_prompt, index
+            yield delta  # the engine made it for this call: retag in place, no copy
         ended = clock()
         record = {"turn": index, "context_tokens": len(history),
                   "generated_tokens": len(generated), "cached_tokens": cached,

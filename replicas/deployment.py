@@ -20,6 +20,7 @@ from ray.serve.config import RequestRouterConfig
 
 from replicas.augmented import run_augmented
 from replicas.coalesce import coalesce
+from replicas.direct import run_direct
 from replicas.config import ReplicaConfig
 from replicas.engine import EngineDeadError, ReplicaEngine, VLLMEngine
 from replicas.types import ReplicaLimits, ReplicaRequest, ReplicaStats, TokenDelta
@@ -150,7 +151,6 @@ class LLMReplica:
                            num_requests: int, concurrency: int) -> list[dict[str, float]]:
         """Benchmark helper: run requests straight against this replica's engine
         (no ingress, no queue manager) and return per-request timings."""
-        from benchmarks.overhead import run_direct
         return await run_direct(self._core.engine, prompt_token_ids, max_tokens,
                                 num_requests, concurrency)
 

@@ -4,7 +4,6 @@ integration session; every test leaves the queue and the replicas empty."""
 from __future__ import annotations
 
 import copy
-import socket
 import time
 from dataclasses import dataclass
 
@@ -12,13 +11,8 @@ import httpx
 import pytest
 import yaml
 
+from benchmarks.client_capacity import free_port
 from orchestrator import serving
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

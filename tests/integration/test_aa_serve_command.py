@@ -13,8 +13,8 @@ import psutil
 import pytest
 import yaml
 
+from benchmarks.client_capacity import free_port
 from orchestrator.serving import DEFAULT_CONFIG
-from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 

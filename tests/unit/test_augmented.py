@@ -37,7 +37,7 @@ async def test_turns_run_on_the_whole_history_with_tool_waits():
     req = ReplicaRequest("r", "m", [1, 2], SamplingSpec(max_tokens=7), augmentation=turns)
     out = [d async for d in run_augmented(engine.generate, req, clock=clock, sleep=sleep,
                                           on_pause=pauses.append)]
-    assert [len(r.sampling.max_tokens * [0]) for r in engine.requests] == [3, 2, 2]
+    assert [r.sampling.max_tokens for r in engine.requests] == [3, 2, 2]
     assert all(r.sampling.ignore_eos and r.sampling.min_tokens == r.sampling.max_tokens
                for r in engine.requests)
     # each turn is a new engine request on prompt + generated + tool tokens ("discard")

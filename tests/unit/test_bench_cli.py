@@ -9,13 +9,8 @@ import time
 
 import pytest
 
+from benchmarks.client_capacity import free_port
 from orchestrator.cli import main
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

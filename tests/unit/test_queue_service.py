@@ -16,6 +16,16 @@ def req(i: int) -> QueuedRequest:
     return QueuedRequest(request_id=f"r{i}", model="m", num_prompt_tokens=4, max_tokens=4)
 
 
+async def one_waiting(clock=None, **config) -> tuple[QueueService, asyncio.Future]:
+    """A service whose only slot r0 holds, with r1's enqueue waiting for room."""
+    svc = QueueService(QueueConfig(**config), clock=clock or FakeClock())
+    svc.report(replica_stats("a", max_num_seqs=1, max_waiting=0))
+    await svc.enqueue(req(0))
+    waiting = asyncio.ensure_future(svc.enqueue(req(1)))
+    await asyncio.sleep(0)
+    return svc, waiting
+
+
 async def test_enqueue_waits_for_room_then_gets_an_assignment():
     clock = FakeClock()
     svc = QueueService(QueueConfig(), clock=clock)
@@ -30,11 +40,7 @@ async def test_enqueue_waits_for_room_then_gets_an_assignment():
 
 
 async def test_cancelled_waiter_leaves_the_queue():
-    svc = QueueService(QueueConfig(), clock=FakeClock())
-    svc.report(replica_stats("a", max_num_seqs=1, max_waiting=0))
-    await svc.enqueue(req(0))
-    waiting = asyncio.ensure_future(svc.enqueue(req(1)))
-    await asyncio.sleep(0)
+    svc, waiting = await one_waiting()
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -45,11 +51,7 @@ async def test_cancelled_waiter_leaves_the_queue():
 
 async def test_expired_waiter_gets_a_typed_timeout():
     clock = FakeClock()
-    svc = QueueService(QueueConfig(queue_timeout_s=5, replica_timeout_s=100), clock=clock)
-    svc.report(replica_stats("a", max_num_seqs=1, max_waiting=0))
-    await svc.enqueue(req(0))
-    waiting = asyncio.ensure_future(svc.enqueue(req(1)))
-    await asyncio.sleep(0)
+    svc, waiting = await one_waiting(clock, queue_timeout_s=5, replica_timeout_s=100)
     clock.advance(6)
     svc.tick()
     with pytest.raises(QueueTimeoutError) as err:
@@ -71,11 +73,7 @@ async def test_retry_releases_the_failed_assignment_and_requeues_in_one_step():
 
 
 async def test_cancel_resolves_a_waiting_enqueue():
-    svc = QueueService(QueueConfig(), clock=FakeClock())
-    svc.report(replica_stats("a", max_num_seqs=1, max_waiting=0))
-    await svc.enqueue(req(0))
-    waiting = asyncio.ensure_future(svc.enqueue(req(1)))
-    await asyncio.sleep(0)
+    svc, waiting = await one_waiting()
     assert svc.cancel("r1")
     with pytest.raises(asyncio.CancelledError):
         await waiting
