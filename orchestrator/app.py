@@ -10,6 +10,7 @@ from ray.serve import Application
 from orchestrator.config import AppConfig
 from orchestrator.ingress import Ingress
 from orchestrator.queue_manager import QueueManager
+from predictor_service.deployment import Predictor
 from replicas.config import default_model_path
 from replicas.deployment import LLMReplica
 
@@ -31,4 +32,7 @@ def build_app(args: dict[str, Any]) -> Application:
         r.name: LLMReplica.options(name=r.name).bind(r.model_dump(mode="json"), queue_manager)
         for r in config.replicas
     }
-    return Ingress.bind(config.model_dump(mode="json"), queue_manager, replicas)
+    predictor = None
+    if config.predictor.enabled and config.predictor.client.address is None:
+        predictor = Predictor.bind(config.predictor.server.model_dump(mode="json"))
+    return Ingress.bind(config.model_dump(mode="json"), queue_manager, replicas, predictor)

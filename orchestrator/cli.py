@@ -44,6 +44,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.bench == "overhead":
         from benchmarks.overhead import main as overhead_main
         return overhead_main(args)
+    if args.bench.startswith("predictor-"):
+        from benchmarks.predictor_bench import main as predictor_main
+        return predictor_main(args)
     if args.bench == "client":
         from benchmarks.client_capacity import main as client_main
         return client_main(args)
@@ -53,6 +56,11 @@ def _bench(args: argparse.Namespace) -> int:
     if args.bench == "compare":
         return runner.main_compare(args)
     raise SystemExit(f"unknown benchmark {args.bench}")
+
+
+def _train_classifier(args: argparse.Namespace) -> int:
+    from benchmarks.predictor_bench import train_classifier_on_trace
+    return train_classifier_on_trace(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     p.set_defaults(func=_make_tiny_model)
+    p = sub.add_parser("predictor", help="the predictor service")
+    pred = p.add_subparsers(dest="predictor", required=True)
+    from predictor_service.cli import add_serve_parser
+    add_serve_parser(pred)
+    t = pred.add_parser("train-classifier", help="train the classifier checkpoint on a trace")
+    t.add_argument("--trace", required=True, help="MARS-format trace (its text segments)")
+    t.add_argument("--out", required=True, help="checkpoint file (.npz)")
+    t.add_argument("--tokenizer", default=None, help="tokenizer counting lengths (default: tiny model)")
+    t.set_defaults(func=_train_classifier)
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True)
     o = bench.add_parser("overhead", help="latency/throughput added by ingress + queue manager")
@@ -90,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--configs", required=True, help="comma-separated Serve config files")
     c.add_argument("--rates", default="1,2,4")
     c.add_argument("--out", required=True)
+    from benchmarks.predictor_bench import add_bench_parsers
+    add_bench_parsers(bench)
     k = bench.add_parser("client", help="open-loop rate the load client sustains")
     k.add_argument("--rates", default="250,500,1000")
     k.add_argument("--seconds", type=float, default=5.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from predictor_service.config import PredictorAppConfig
 from replicas.config import ReplicaConfig
 
 
@@ -70,6 +71,8 @@ class AppConfig(StrictModel):
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="The HTTP front end.")
     slo_classes: dict[str, SLOClass] = Field(default_factory=default_slo_classes,
                                              description="Named SLO classes.")
+    predictor: PredictorAppConfig = Field(default_factory=PredictorAppConfig,
+                                          description="Output-length and API-duration predictor.")
 
     @model_validator(mode="after")
     def _consistent(self) -> AppConfig:

@@ -25,9 +25,10 @@ from orchestrator.metrics import IngressMetrics
 from orchestrator.models import ServedModel
 from orchestrator.openai_format import DONE, ResponseShape, finish_reason_of, sse, usage
 from orchestrator.outcomes import Outcome
+from orchestrator.prediction import length_query, make_client, observation
 from orchestrator.protocol import ChatCompletionRequest, CompletionRequest, parse_request
 from orchestrator.queue_policy import QueuedRequest
-from orchestrator.request_builder import build_request, chat_prompt_ids, completion_prompt_ids
+from orchestrator.request_builder import build_request, chat_prompt, completion_prompt
 from orchestrator.streaming import RequestRun
 from replicas.router import TARGET_KWARG
 from replicas.types import TokenDelta
@@ -80,6 +81,8 @@ def _chunk_extension(run: RequestRun, delta: TokenDelta) -> dict[str, Any]:
             ext["api_call"] = delta.info["api_call"]
         if delta.finish_reason is not None and run.trace.turns is not None:
             ext["turns"] = run.trace.turns
+    if delta.finish_reason is not None and run.request.prediction is not None:
+        ext["prediction"] = run.request.prediction.to_json()
     return ext
 
 
@@ -87,7 +90,7 @@ def _chunk_extension(run: RequestRun, delta: TokenDelta) -> dict[str, Any]:
 @serve.ingress(app)
 class Ingress:
     def __init__(self, config: dict[str, Any], queue_manager: Any,
-                 replicas: dict[str, Any]) -> None:
+                 replicas: dict[str, Any], predictor: Any = None) -> None:
         self.config = AppConfig.model_validate(config)
         # By value over gRPC: about half the latency of the object-store path.
         self.qm = queue_manager.options(_by_reference=False)
@@ -95,6 +98,19 @@ class Ingress:
         self.models = {name: ServedModel.load(name, rs) for name, rs in self.config.models().items()}
         self.metrics = IngressMetrics()
         self._finished: list[tuple[str, str]] = []
+        self.predictor = make_client(self.config, predictor)
+        self._max_api_names = self.config.predictor.server.max_api_names
+        if self.predictor is not None:  # learn the address off the request path
+            self._connecting = asyncio.get_running_loop().create_task(self._connect_predictor())
+
+    async def _connect_predictor(self) -> None:
+        while True:
+            try:
+                await self.predictor.connect(timeout_s=30.0)
+                return
+            except Exception as exc:  # noqa: BLE001 - predictions fall back meanwhile
+                logger.warning("predictor not reachable yet: %s", exc)
+                await asyncio.sleep(2.0)
 
     # ---- endpoints --------------------------------------------------------------------
     @app.get("/health")
@@ -160,13 +176,16 @@ class Ingress:
                 raise ModelNotFoundError(f"model {req.model!r} is not served here; "
                                          f"served: {sorted(self.models)}", param="model")
             model_name = model.name
-            prompt_ids = (chat_prompt_ids(req, model) if kind == "chat"
-                          else completion_prompt_ids(req, model))
+            prompt = chat_prompt(req, model) if kind == "chat" else completion_prompt(req, model)
             prefix = "chatcmpl" if kind == "chat" else "cmpl"
             request_id = f"{prefix}-{uuid.uuid4().hex}"
-            built = build_request(req, prompt_ids, model, self.config, request_id)
+            built = build_request(req, prompt.ids, model, self.config, request_id)
             run = RequestRun(built.queued, built.replica, enqueue=self._enqueue,
-                             open_stream=self._open_stream, release=self._release)
+                             open_stream=self._open_stream, release=self._release,
+                             prompt_text=prompt.text)
+            if self.predictor is not None:  # bounded by the client's deadline
+                run.attach_prediction(await self.predictor.predict(
+                    length_query(req, run, self._max_api_names)))
             assignment = await run.admit()
         except AugserveError as exc:
             self.metrics.requests.inc(tags={"endpoint": endpoint, "model": model_name,
@@ -261,10 +280,16 @@ class Ingress:
                 "deployment": a.deployment if a else None,
                 "gpu_class": a.gpu_class if a else None,
                 "queue_ms": round(a.queued_s * 1000, 3) if a else None,
-                "attempts": t.attempts, **({"turns": t.turns} if t.turns is not None else {})}
+                "attempts": t.attempts, **({"turns": t.turns} if t.turns is not None else {}),
+                **({"prediction": run.request.prediction.to_json()}
+                   if run.request.prediction is not None else {})}
 
     def _observe(self, run: RequestRun, endpoint: str) -> None:
         t = run.trace
+        if self.predictor is not None:
+            learned = observation(run)
+            if learned is not None:
+                self.predictor.observe(learned)  # buffered; sent in batches
         tags = {"model": run.request.model}
         outcome = t.outcome or Outcome.FAILED
         self.metrics.requests.inc(tags={**tags, "endpoint": endpoint, "outcome": outcome.value})

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from predictor_service.types import Prediction
 from replicas.types import SLOSpec
 
 
@@ -29,6 +30,8 @@ class QueuedRequest:
     priority: int = 0
     slo: SLOSpec | None = None
     session_id: str | None = None
+    #: The predictor's estimate at arrival (None when the predictor is disabled).
+    prediction: Prediction | None = None
     #: Set by the dispatcher at admission.
     enqueued_s: float = 0.0
     seq: int = 0

@@ -32,9 +32,19 @@ def resolve_slo(slo: str | SLOTarget | None, config: AppConfig) -> SLOSpec | Non
     return SLOSpec(ttft_ms=slo.ttft_ms, e2e_ms=slo.e2e_ms)
 
 
-def completion_prompt_ids(req: CompletionRequest, model: ServedModel) -> list[int]:
+@dataclass
+class Prompt:
+    """The prompt as tokens, and as text when the client sent text (the predictor's input)."""
+
+    ids: list[int]
+    text: str = ""
+
+
+def completion_prompt(req: CompletionRequest, model: ServedModel) -> Prompt:
     prompt = req.single_prompt()
+    text = ""
     if isinstance(prompt, str):
+        text = prompt
         ids = model.tokenizer.encode(prompt, add_special_tokens=False)
     else:
         ids = list(prompt)
@@ -45,10 +55,10 @@ def completion_prompt_ids(req: CompletionRequest, model: ServedModel) -> list[in
                 param="prompt")
     if not ids:
         raise InvalidRequestError("prompt: the prompt is empty", param="prompt")
-    return ids
+    return Prompt(ids, text)
 
 
-def chat_prompt_ids(req: ChatCompletionRequest, model: ServedModel) -> list[int]:
+def chat_prompt(req: ChatCompletionRequest, model: ServedModel) -> Prompt:
     try:
         text = model.tokenizer.apply_chat_template(
             req.template_messages(), tools=req.template_tools(), add_generation_prompt=True,
@@ -59,7 +69,7 @@ def chat_prompt_ids(req: ChatCompletionRequest, model: ServedModel) -> list[int]
     ids = model.tokenizer.encode(text, add_special_tokens=False)
     if not ids:
         raise InvalidRequestError("messages: the conversation renders to nothing", param="messages")
-    return ids
+    return Prompt(ids, text)
 
 
 def augmentation_turns(req: CompletionRequest | ChatCompletionRequest, num_prompt: int,

@@ -7,6 +7,7 @@ with fakes and the ingress with Serve handles."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +18,7 @@ from orchestrator.dispatcher import Assignment
 from orchestrator.errors import AugserveError, InvalidRequestError, ReplicaFailedError
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_policy import QueuedRequest
+from predictor_service.types import Prediction
 from replicas.engine import EngineRequestError
 from replicas.types import ReplicaRequest, TokenDelta
 
@@ -50,14 +52,21 @@ class RequestRun:
 
     def __init__(self, queued: QueuedRequest, replica_request: ReplicaRequest, *,
                  enqueue: Enqueue, open_stream: OpenStream, release: Release,
-                 max_attempts: int = 2) -> None:
+                 max_attempts: int = 2, prompt_text: str = "") -> None:
         self.queued = queued
         self.request = replica_request
+        #: The prompt as the client sent it in text ("" for token ids): the predictor's input.
+        self.prompt_text = prompt_text
         self._enqueue = enqueue
         self._open_stream = open_stream
         self._release = release
         self._max_attempts = max_attempts
         self.trace = RequestTrace(num_prompt_tokens=len(replica_request.prompt_token_ids))
+
+    def attach_prediction(self, prediction: Prediction) -> None:
+        """The prediction travels with the queue entry and the replica request."""
+        self.queued.prediction = prediction
+        self.request = dataclasses.replace(self.request, prediction=prediction)
 
     async def admit(self, retry: bool = False) -> Assignment:
         """Wait for an assignment (typed rejection errors propagate to the caller)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from predictor_service.types import Prediction
+
 
 @dataclass(frozen=True, slots=True)
 class SamplingSpec:
@@ -60,6 +62,8 @@ class ReplicaRequest:
     session_id: str | None = None
     arrival_time_s: float = 0.0
     augmentation: tuple[AugTurn, ...] | None = None
+    #: The predictor's estimate at arrival (None when the predictor is disabled).
+    prediction: Prediction | None = None
 
 
 @dataclass(slots=True)

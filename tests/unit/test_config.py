@@ -1,6 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
+from predictor_service.config import ClientConfig, PredictorAppConfig, PredictorConfig
 from orchestrator.config import AppConfig, QueueConfig
 from replicas.config import EngineConfig, ReplicaConfig
 
@@ -24,6 +25,9 @@ def test_defaults_and_models():
     {"replicas": [REPLICA], "queue": {"policy": "random"}},
     {"replicas": [REPLICA], "queue": {"max_queued": 0}},
     {"replicas": [{**REPLICA, "name": "bad name"}]},
+    {"replicas": [REPLICA], "predictor": {"server": {"length_model": "oracle"}}},
+    {"replicas": [REPLICA], "predictor": {"server": {"nope": 1}}},
+    {"replicas": [REPLICA], "predictor": {"client": {"deadline_ms": 0}}},
 ])
 def test_rejects_bad_config(bad):
     with pytest.raises(ValidationError):
@@ -31,6 +35,7 @@ def test_rejects_bad_config(bad):
 
 
 def test_every_field_is_described():
-    for model in (AppConfig, QueueConfig, ReplicaConfig, EngineConfig):
+    for model in (AppConfig, QueueConfig, ReplicaConfig, EngineConfig, PredictorAppConfig,
+                  PredictorConfig, ClientConfig):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"

@@ -1,0 +1,389 @@
+"""The predictor without gRPC: validation, batched prediction off the event loop, learning
+from observations, persistence.  The clock is passed in; the gRPC servicer and unit tests
+drive the same object."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from predictor_service.config import PredictorConfig
+from predictor_service.distributions import lognormal
+from predictor_service.durations import DurationModel
+from predictor_service.features import prompt_text
+from predictor_service.learner import Learner, Sample, make_batch
+from predictor_service.length_models import resolve_length_model
+from predictor_service.metrics import PredictorMetrics
+from predictor_service.store import MemoryStore, RedisStore, Snapshot
+from predictor_service.types import (ApiDurationPrediction, LengthQuery, Observation,
+                                     Prediction)
+
+logger = logging.getLogger("augserve.predictor")
+MAX_NAME_CHARS = 128
+
+
+class PredictorInputError(ValueError):
+    """Bad input; the gRPC layer answers INVALID_ARGUMENT with this message."""
+
+
+@dataclass
+class _Pending:
+    query: LengthQuery
+    future: asyncio.Future
+
+
+class PredictorCore:
+    def __init__(self, config: PredictorConfig, clock: Callable[[], float] = time.monotonic,
+                 embedder_factory: Callable[[], object] | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.model_cls = resolve_length_model(config.length_model)
+        self.prior = lognormal(config.prior_output_tokens_p50, config.prior_output_tokens_p90)
+        self.learners: dict[str, Learner] = {}
+        self.durations = self._new_durations()
+        self.durations_dirty = False
+        self.store = RedisStore(config.redis_url, config.key_prefix) if config.redis_url else MemoryStore()
+        self.metrics = PredictorMetrics()
+        self.embedder = None
+        self._embedder_factory = embedder_factory
+        self._queue: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._next_redis_try_s = 0.0
+        self._restored = False
+        self.stopped = False
+
+    def _new_durations(self) -> DurationModel:
+        c = self.config
+        return DurationModel(c.duration_prior_mean_s, c.duration_prior_p90_s,
+                             c.duration_prior_weight, c.max_api_names_tracked)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.model_cls.uses_embeddings:
+            factory = self._embedder_factory or self._default_embedder
+            self.embedder = await asyncio.to_thread(factory)
+        if self.store.kind == "memory":
+            logger.warning("predictor: no Redis URL; learned state stays in memory and is "
+                           "lost when the server stops")
+        else:
+            await self._try_redis()
+        self._tasks = [asyncio.create_task(self._batch_loop()),
+                       asyncio.create_task(self._maintain_loop())]
+
+    def _default_embedder(self):
+        from predictor_service.embedding import Embedder
+        return Embedder(self.config.embed_max_tokens, self.config.embed_cache_size)
+
+    async def stop(self) -> None:
+        self.stopped = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for p in self._queue:
+            if not p.future.done():
+                p.future.set_exception(RuntimeError("the predictor is shutting down"))
+        self._queue.clear()
+        if self.store.connected:
+            await self._persist()
+        await self.store.close()
+
+    # ---- validation ---------------------------------------------------------------------
+    def _learner(self, model: str, create: bool) -> Learner | None:
+        learner = self.learners.get(model)
+        if learner is not None:
+            return learner
+        if not model:
+            raise PredictorInputError("model: a model name is required")
+        if self.config.models and model not in self.config.models:
+            raise PredictorInputError(f"model: unknown model {model!r}; known: {self.config.models}")
+        if not create:
+            return None
+        if len(self.learners) >= self.config.max_models:
+            raise PredictorInputError(
+                f"model: {model!r} would be model number {len(self.learners) + 1}; at most "
+                f"{self.config.max_models} (max_models) are learned")
+        learner = self.learners[model] = Learner(model, self.model_cls, self.config, self.prior)
+        return learner
+
+    def _check_prompt(self, text: str, ids: tuple[int, ...], prompt_tokens: int) -> int:
+        if not text and not ids:
+            raise PredictorInputError("prompt_text / prompt_token_ids: the prompt is empty")
+        if prompt_tokens < 0:
+            raise PredictorInputError(f"prompt_tokens: {prompt_tokens} is negative")
+        if any(t < 0 for t in ids):
+            raise PredictorInputError("prompt_token_ids: negative token ids")
+        n = prompt_tokens or len(ids) or max(1, len(text) // 4)
+        if n > self.config.max_prompt_tokens:
+            raise PredictorInputError(f"prompt_tokens: {n} is over the limit of "
+                                      f"{self.config.max_prompt_tokens}")
+        return n
+
+    def _check_names(self, names) -> None:
+        if len(names) > self.config.max_api_names:
+            raise PredictorInputError(f"api_names: {len(names)} names; at most "
+                                      f"{self.config.max_api_names}")
+        for n in names:
+            if not n or len(n) > MAX_NAME_CHARS:
+                raise PredictorInputError(f"api_names: names must have 1 to {MAX_NAME_CHARS} characters")
+
+    def validate(self, q: LengthQuery) -> LengthQuery:
+        self._learner(q.model, create=False)
+        n = self._check_prompt(q.prompt_text, q.prompt_token_ids, q.prompt_tokens)
+        self._check_names(q.api_names)
+        if q.max_tokens < 0:
+            raise PredictorInputError(f"max_tokens: {q.max_tokens} is negative")
+        return LengthQuery(q.model, prompt_text(q.prompt_text, q.prompt_token_ids,
+                                                self.config.max_prompt_chars),
+                           (), n, tuple(q.api_names), q.max_tokens)
+
+    # ---- prediction ---------------------------------------------------------------------
+    async def predict(self, queries: list[LengthQuery]) -> list[Prediction]:
+        """Validates all first (one bad query fails the call), then waits for the batcher."""
+        try:
+            checked = [self.validate(q) for q in queries]
+        except PredictorInputError:
+            self.metrics.request("predict", "invalid")
+            raise
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(q, loop.create_future()) for q in checked]
+        self._queue.extend(pending)
+        self._wakeup.set()
+        results = await asyncio.gather(*(p.future for p in pending))
+        self.metrics.request("predict", "ok", len(results))
+        self.metrics.counters.predictions += len(results)
+        return list(results)
+
+    async def _batch_loop(self) -> None:
+        """One batch at a time; queries arriving meanwhile form the next batch."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = self._queue[:self.config.max_batch]
+                del self._queue[:len(batch)]
+                started = time.perf_counter()
+                try:
+                    lengths = await asyncio.to_thread(self._predict_lengths, [p.query for p in batch])
+                except Exception as exc:  # noqa: BLE001 - fail these calls, keep serving
+                    logger.exception("prediction failed")
+                    for p in batch:
+                        if not p.future.done():
+                            p.future.set_exception(exc)
+                    continue
+                self.metrics.batch_time(time.perf_counter() - started)
+                for p, (dist, version, fitted) in zip(batch, lengths):
+                    if not p.future.done():
+                        p.future.set_result(self._assemble(p.query, dist, version, fitted))
+
+    def _predict_lengths(self, queries: list[LengthQuery]):
+        """Worker thread: the length distribution per query, grouped by model."""
+        out: list = [None] * len(queries)
+        by_model: dict[str, list[int]] = {}
+        for i, q in enumerate(queries):
+            by_model.setdefault(q.model, []).append(i)
+        for model, idx in by_model.items():
+            learner = self.learners.get(model)
+            fitted = learner.fitted if learner else None
+            if fitted is None:
+                for i in idx:
+                    out[i] = (self.prior, 0, False)
+                continue
+            samples = [Sample(queries[i].prompt_text, queries[i].prompt_tokens, 0) for i in idx]
+            embed = self.embedder.embed if fitted.uses_embeddings else None
+            for i, dist in zip(idx, fitted.predict(make_batch(samples, embed))):
+                out[i] = (dist, learner.version, True)
+        return out
+
+    def _assemble(self, q: LengthQuery, dist, version: int, fitted: bool) -> Prediction:
+        d = dist.capped(q.max_tokens)
+        return Prediction(
+            output_tokens=d.point, output_tokens_p50=d.p50, output_tokens_p90=d.p90,
+            bin_probs=tuple(float(p) for p in d.bin_probs),
+            api_durations=tuple(self._duration(n) for n in q.api_names),
+            predictor_version=version, fallback=not fitted, length_model=self.model_cls.name)
+
+    def _duration(self, name: str) -> ApiDurationPrediction:
+        e = self.durations.estimate(name)
+        return ApiDurationPrediction(name, e.mean_s, e.p90_s, e.samples)
+
+    # ---- learning -----------------------------------------------------------------------
+    def observe(self, observations: list[Observation]) -> tuple[int, list[str]]:
+        """Accepts the valid observations; the others are named with the reason."""
+        if len(observations) > self.config.max_observations_per_call:
+            self.metrics.request("observe", "invalid")
+            raise PredictorInputError(f"observations: {len(observations)} in one call; at most "
+                                      f"{self.config.max_observations_per_call}")
+        accepted, rejected = 0, []
+        for i, o in enumerate(observations):
+            try:
+                self._observe_one(o)
+                accepted += 1
+            except PredictorInputError as exc:
+                rejected.append(f"observations[{i}]: {exc}")
+        self.metrics.counters.observations += accepted
+        self.metrics.request("observe", "ok", accepted)
+        if rejected:
+            self.metrics.request("observe", "invalid", len(rejected))
+        return accepted, rejected
+
+    def _observe_one(self, o: Observation) -> None:
+        learner = self._learner(o.model, create=False)
+        n = self._check_prompt(o.prompt_text, o.prompt_token_ids, o.prompt_tokens)
+        if not o.output_tokens_per_turn or any(t < 0 for t in o.output_tokens_per_turn):
+            raise PredictorInputError("output_tokens_per_turn: one count or more per "
+                                      "observation, none negative")
+        self._check_names([name for name, _ in o.api_calls])
+        for name, d in o.api_calls:
+            if not (math.isfinite(d) and d >= 0):
+                raise PredictorInputError(f"api_calls: duration of {name!r} must be a finite "
+                                          "number of seconds ≥ 0")
+        learner = learner or self._learner(o.model, create=True)
+        # The prompt is what preceded the first turn: it trains the first turn's length.
+        learner.add([Sample(prompt_text(o.prompt_text, o.prompt_token_ids,
+                                        self.config.max_prompt_chars),
+                            n, o.output_tokens_per_turn[0])])
+        for name, d in o.api_calls:
+            self.durations.observe(name, d)
+            self.durations_dirty = True
+
+    async def refit_due(self) -> int:
+        """Refit every learner that is due (in a worker thread); returns how many."""
+        done = 0
+        for learner in list(self.learners.values()):
+            if not learner.due(self.clock()):
+                continue
+            pending = learner.pending
+            embed = self.embedder.embed if self.embedder is not None else None
+            try:
+                fitted, errors = await asyncio.to_thread(learner.fit_job(embed))
+            except Exception:  # noqa: BLE001 - keep the old model, try again later
+                logger.exception("refit of model %r failed", learner.model)
+                learner.last_fit_s = self.clock()
+                continue
+            learner.install(fitted, self.clock(), pending)
+            self.metrics.counters.refits += 1
+            self.metrics.version(learner.model, learner.version)
+            self.metrics.abs_errors(learner.model, errors)
+            done += 1
+        return done
+
+    async def _maintain_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                await self.refit_due()
+                if self.store.kind == "redis" and not self.store.connected:
+                    if self.clock() >= self._next_redis_try_s:
+                        await self._try_redis()
+                elif self.store.connected:
+                    await self._persist()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the loop must survive
+                logger.exception("predictor maintenance failed")
+
+    # ---- persistence --------------------------------------------------------------------
+    async def _try_redis(self) -> None:
+        self._next_redis_try_s = self.clock() + self.config.redis_retry_s
+        if not await self.store.connect():
+            logger.warning("predictor: serving from memory; retrying redis every %.0f s",
+                           self.config.redis_retry_s)
+            self.metrics.redis_connected(False)
+            return
+        if not self._restored:  # once: later reconnections only flush the outbox
+            try:
+                self._restore(await self.store.load())
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("predictor: could not load state from redis: %s", exc)
+                await self.store.close()
+                self.metrics.redis_connected(False)
+                return
+            self._restored = True
+        logger.info("predictor: state in redis at %s (prefix %s)", self.config.redis_url,
+                    self.config.key_prefix)
+        self.metrics.redis_connected(True)
+
+    def _restore(self, snap: Snapshot) -> None:
+        """Merge the persisted state under what this process learned meanwhile."""
+        if snap.durations:
+            try:
+                restored = DurationModel.from_dict(
+                    json.loads(snap.durations), self.config.duration_prior_mean_s,
+                    self.config.duration_prior_p90_s, self.config.duration_prior_weight,
+                    self.config.max_api_names_tracked)
+                if not self.durations.names():
+                    self.durations = restored
+            except ValueError as exc:
+                self.metrics.counters.corrupt_snapshots += 1
+                logger.warning("ignoring corrupt duration statistics in redis: %s", exc)
+        for name, ms in snap.models.items():
+            if self.config.models and name not in self.config.models:
+                continue
+            try:
+                learner = self._learner(name, create=True)
+            except PredictorInputError:
+                continue
+            old: list[Sample] = []
+            for raw in ms.history:
+                try:
+                    old.append(Sample.from_json(raw))
+                except ValueError as exc:
+                    self.metrics.counters.corrupt_snapshots += 1
+                    logger.warning("ignoring a corrupt history entry of %r: %s", name, exc)
+            learner.history.extendleft(reversed(old[-learner.history.maxlen:]))
+            learner.observations_total += len(old)
+            if ms.state is not None and ms.length_model == self.model_cls.name and learner.fitted is None:
+                try:
+                    learner.fitted = self.model_cls.from_state(self.config, ms.state)
+                    learner.version = ms.version
+                except (KeyError, ValueError) as exc:
+                    self.metrics.counters.corrupt_snapshots += 1
+                    logger.warning("ignoring the unusable fitted state of %r: %s", name, exc)
+            elif learner.fitted is None and len(learner.history) >= self.config.min_history:
+                learner.pending = max(learner.pending, 1)  # fit what was restored
+            learner.version = max(learner.version, ms.version)
+
+    async def _persist(self) -> None:
+        try:
+            for learner in self.learners.values():
+                if not learner.unsaved and not learner.state_dirty:
+                    continue
+                new = list(learner.unsaved)
+                state = learner.fitted.state() if learner.state_dirty and learner.fitted else None
+                await self.store.save_model(learner.model, [s.to_json() for s in new],
+                                            self.config.history_size, learner.version,
+                                            self.model_cls.name, state)
+                for _ in new:
+                    learner.unsaved.popleft()
+                learner.state_dirty = False
+            if self.durations_dirty:
+                self.durations_dirty = False
+                await self.store.save_durations(json.dumps(self.durations.to_dict()))
+        except Exception as exc:  # noqa: BLE001 - redis went away: keep the outbox, retry
+            self.durations_dirty = True
+            self.metrics.counters.redis_errors += 1
+            logger.warning("predictor: redis write failed (%s); serving from memory", exc)
+            await self.store.close()
+            self.metrics.redis_connected(False)
+            self._next_redis_try_s = self.clock() + self.config.redis_retry_s
+
+    # ---- introspection ------------------------------------------------------------------
+    def info(self) -> dict:
+        return {
+            "length_model": self.model_cls.name,
+            "models": [{"model": m, "version": lr.version, "history_size": len(lr.history),
+                        "observations_total": lr.observations_total}
+                       for m, lr in self.learners.items()],
+            "api_durations": [self._duration(n) for n in self.durations.names()],
+            "persistence": self.store.kind, "redis_connected": self.store.connected,
+            "embedding_model": "sentence-transformers/all-MiniLM-L6-v2" if self.embedder else "",
+        }

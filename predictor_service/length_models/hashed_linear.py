@@ -1,0 +1,40 @@
+"""``hashed-linear``: hashed word n-grams plus prompt length, ridge regression on log length.
+No model files; the default when the embedding package is not installed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from predictor_service.features import hashed_ngrams
+from predictor_service.length_models.base import Batch, LengthModel
+from predictor_service.length_models.regression import LogRegressor
+
+HASH_DIM = 1 << 18
+L2 = 1.0
+
+
+class HashedLinear(LengthModel):
+    name = "hashed-linear"
+
+    def __init__(self, config, regressor: LogRegressor | None = None) -> None:
+        super().__init__(config)
+        self.regressor = regressor
+
+    def fit(self, batch: Batch) -> HashedLinear:
+        x = hashed_ngrams(batch.texts, batch.prompt_tokens, HASH_DIM)
+        warm = self.regressor.weights if self.regressor else None
+        return HashedLinear(self.config, LogRegressor.fit(x, batch.lengths, L2, warm))
+
+    def predict(self, batch: Batch):
+        assert self.regressor is not None, "fit first"
+        return self.regressor.predict(hashed_ngrams(batch.texts, batch.prompt_tokens, HASH_DIM))
+
+    def state(self):
+        return self.regressor.state("") if self.regressor else {}
+
+    @classmethod
+    def from_state(cls, config, state) -> HashedLinear:
+        reg = LogRegressor.from_state(state, "")
+        if reg.weights.shape != (HASH_DIM + 2,):
+            raise ValueError(f"hashed-linear weights have shape {reg.weights.shape}")
+        return cls(config, reg)
