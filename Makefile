@@ -13,7 +13,7 @@ PIP_EXTRA_ARGS ?=
 STAMP := $(VENV)/.augserve-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test unit bench-overhead clean
+.PHONY: setup serve test unit bench-overhead proto clean
 
 setup: $(STAMP) $(TINY_MODEL)/augserve_tiny_model.json
 
@@ -40,6 +40,11 @@ test: setup
 
 unit: setup
 	$(PY) -m pytest tests/unit tests/deploy $(PYTEST_ARGS)
+
+# Regenerate the predictor's gRPC stubs (committed; a unit test checks they are current).
+proto: setup
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		predictor_service/proto/predictor.proto
 
 bench-overhead: setup
 	$(VENV)/bin/augserve bench overhead --out bench-out/overhead.json

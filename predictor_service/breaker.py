@@ -36,6 +36,10 @@ class CircuitBreaker:
         self.probing = True
         return True
 
+    def release(self) -> None:
+        """The probe ended without a verdict (its caller was cancelled): another may go."""
+        self.probing = False
+
     def success(self) -> None:
         self.failures, self.opened_at_s, self.probing = 0, None, False
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -36,7 +37,7 @@ OBSERVE_DEADLINE_S = 2.0
 
 
 def fallback_prediction(config: ClientConfig, q: LengthQuery) -> Prediction:
-    cap = q.max_tokens or float("inf")
+    cap = float(q.max_tokens) if q.max_tokens > 0 else math.inf
     return Prediction(
         output_tokens=min(config.fallback_output_tokens, cap),
         output_tokens_p50=min(config.fallback_output_tokens, cap),
@@ -77,7 +78,7 @@ class PredictorClient:
         self.breaker = CircuitBreaker(self.config.failure_threshold, self.config.open_s, clock)
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.PredictorStub | None = None
-        self._pending: deque[Observation] = deque(maxlen=self.config.max_pending_observations)
+        self._pending: deque[pb.Observation] = deque(maxlen=self.config.max_pending_observations)
         self._flusher: asyncio.Task | None = None
         self._resolving: asyncio.Task | None = None
         self.num_fallbacks = 0
@@ -123,6 +124,7 @@ class PredictorClient:
         ``_REFUSED`` when it refused the input."""
         if not self.breaker.allow():
             return None
+        probe = self.breaker.probing
         deadline_s = deadline_s or self.config.deadline_ms / 1000.0
         try:
             async with asyncio.timeout(deadline_s):
@@ -136,30 +138,46 @@ class PredictorClient:
             return await self._failed(exc)
         except (TimeoutError, ConnectionError, OSError) as exc:
             return await self._failed(exc)
+        except asyncio.CancelledError:
+            if probe:  # else the circuit would stay half-open with no probe ever again
+                self.breaker.release()
+            raise
         self.breaker.success()
         return result
 
     async def _failed(self, exc: BaseException):
-        was_closed = self.breaker.state == "closed"
+        times_opened = self.breaker.times_opened
         self.breaker.failure()
-        if was_closed and self.breaker.state != "closed":
+        if self.breaker.times_opened > times_opened:  # opened, or re-opened by a failed probe
             logger.warning("predictor unreachable (%s): circuit open for %.1f s",
                            type(exc).__name__, self.config.open_s)
             await self._drop_channel()
-            if self._resolve is not None:  # a restarted server may listen elsewhere
+            # A restarted server may listen elsewhere (one resolution at a time).
+            if self._resolve is not None and (self._resolving is None or self._resolving.done()):
                 self._resolving = asyncio.get_running_loop().create_task(self._re_resolve())
         return None
 
     async def predict(self, query: LengthQuery) -> Prediction:
-        reply = await self._call(lambda stub, t: stub.Predict(query_to_pb(query), timeout=t))
+        try:
+            request = query_to_pb(query)
+        except (ValueError, TypeError) as exc:  # e.g. an id out of int32 range
+            logger.warning("predictor query cannot be sent (%s): fallback", exc)
+            reply = None
+        else:
+            reply = await self._call(lambda stub, t: stub.Predict(request, timeout=t))
         if reply is None or reply is _REFUSED:
             self.num_fallbacks += 1
             return fallback_prediction(self.config, query)
         return prediction_from_pb(reply)
 
     async def predict_batch(self, queries: list[LengthQuery]) -> list[Prediction]:
-        request = pb.PredictBatchRequest(requests=[query_to_pb(q) for q in queries])
-        reply = await self._call(lambda stub, t: stub.PredictBatch(request, timeout=t))
+        try:
+            request = pb.PredictBatchRequest(requests=[query_to_pb(q) for q in queries])
+        except (ValueError, TypeError) as exc:
+            logger.warning("predictor queries cannot be sent (%s): fallback", exc)
+            reply = None
+        else:
+            reply = await self._call(lambda stub, t: stub.PredictBatch(request, timeout=t))
         if reply is None or reply is _REFUSED:
             self.num_fallbacks += len(queries)
             return [fallback_prediction(self.config, q) for q in queries]
@@ -167,9 +185,15 @@ class PredictorClient:
 
     # ---- observations, off the hot path -------------------------------------------------
     def observe(self, observation: Observation) -> None:
+        try:  # converted now: one unsendable observation must not block the others
+            message = observation_to_pb(observation)
+        except (ValueError, TypeError) as exc:
+            logger.warning("observation cannot be sent (%s): dropped", exc)
+            self.num_observations_dropped += 1
+            return
         if len(self._pending) == self._pending.maxlen:
             self.num_observations_dropped += 1
-        self._pending.append(observation)
+        self._pending.append(message)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
@@ -178,13 +202,16 @@ class PredictorClient:
         while self._pending:
             batch = [self._pending[i] for i in range(min(self.config.observe_batch,
                                                          len(self._pending)))]
-            request = pb.ObserveRequest(observations=[observation_to_pb(o) for o in batch])
+            request = pb.ObserveRequest(observations=batch)
             # Observations are not latency-critical: a longer deadline than predictions.
             reply = await self._call(lambda stub, t: stub.Observe(request, timeout=t),
                                      OBSERVE_DEADLINE_S)
             if reply is None:
                 return False  # kept for the next attempt
-            for _ in batch:
+            # Pop what was sent, not len(batch): observe() may have dropped part of the
+            # batch (the oldest) to make room while the call was in flight.
+            sent = {id(o) for o in batch}
+            while self._pending and id(self._pending[0]) in sent:
                 self._pending.popleft()
             if reply is not _REFUSED:
                 self.num_observations_sent += len(batch)

@@ -17,6 +17,7 @@ import numpy as np
 from predictor_service.config import PredictorConfig
 from predictor_service.distributions import lognormal
 from predictor_service.durations import DurationModel
+from predictor_service.embedding import EMBEDDING_MODEL
 from predictor_service.features import prompt_text
 from predictor_service.learner import Learner, Sample, make_batch
 from predictor_service.length_models import resolve_length_model
@@ -385,5 +386,6 @@ class PredictorCore:
                        for m, lr in self.learners.items()],
             "api_durations": [self._duration(n) for n in self.durations.names()],
             "persistence": self.store.kind, "redis_connected": self.store.connected,
-            "embedding_model": "sentence-transformers/all-MiniLM-L6-v2" if self.embedder else "",
+            "embedding_model": EMBEDDING_MODEL if self.embedder else "",
+            "counters": self.metrics.counters,
         }

@@ -3,7 +3,7 @@ application), otherwise kept only in :class:`Counters` (which ``Info`` reports).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ERROR_BOUNDARIES_TOKENS = [5, 10, 20, 50, 100, 200, 500, 1000, 2000]
 LATENCY_BOUNDARIES_S = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
@@ -17,7 +17,6 @@ class Counters:
     refits: int = 0
     redis_errors: int = 0
     corrupt_snapshots: int = 0
-    by_name: dict[str, float] = field(default_factory=dict)
 
 
 class PredictorMetrics:

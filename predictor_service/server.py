@@ -72,13 +72,17 @@ class PredictorServicer(pb_grpc.PredictorServicer):
 
     async def Info(self, request, context):
         i = self.core.info()
+        c = i["counters"]
         return pb.InfoResponse(
             length_model=i["length_model"],
             models=[pb.ModelInfo(**m) for m in i["models"]],
             api_durations=[pb.ApiDuration(name=d.name, mean_s=d.mean_s, p90_s=d.p90_s,
                                           samples=d.samples) for d in i["api_durations"]],
             persistence=i["persistence"], redis_connected=i["redis_connected"],
-            embedding_model=i["embedding_model"], bins=NUM_BINS, bin_width_tokens=BIN_WIDTH_TOKENS)
+            embedding_model=i["embedding_model"], bins=NUM_BINS, bin_width_tokens=BIN_WIDTH_TOKENS,
+            predictions_total=c.predictions, invalid_total=c.invalid,
+            observations_total=c.observations, refits_total=c.refits,
+            redis_errors_total=c.redis_errors, corrupt_entries_ignored=c.corrupt_snapshots)
 
 
 class PredictorServer:

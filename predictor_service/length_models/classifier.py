@@ -6,6 +6,7 @@ the server loads (``classifier_checkpoint``), then refined online from observati
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -90,5 +91,5 @@ def load_checkpoint(path: str | Path) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as z:
             return _checked(np.asarray(z["weights"], dtype=np.float64))
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise ValueError(f"classifier checkpoint {path}: {exc}") from None

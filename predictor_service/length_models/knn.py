@@ -60,6 +60,10 @@ class EmbeddingKnn(LengthModel):
     def from_state(cls, config, state) -> EmbeddingKnn:
         keys = np.asarray(state["keys"], dtype=np.float32)
         lengths = np.asarray(state["lengths"], dtype=np.float64)
-        if keys.ndim != 2 or len(keys) != len(lengths):
+        if keys.ndim != 2 or lengths.shape != (len(keys),) or not len(keys):
             raise ValueError("embedding-knn state: keys and lengths do not match")
-        return cls(config, keys, lengths, LogRegressor.from_state(state, "reg_"))
+        reg = LogRegressor.from_state(state, "reg_")
+        if reg.weights.shape != (keys.shape[1] + 2,):
+            raise ValueError(f"embedding-knn state: regression weights {reg.weights.shape} "
+                             f"do not fit keys of dimension {keys.shape[1]}")
+        return cls(config, keys, lengths, reg)

@@ -121,7 +121,7 @@ class ModelInfo(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., history_size: _Optional[int] = ..., observations_total: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("length_model", "models", "api_durations", "persistence", "redis_connected", "embedding_model", "bins", "bin_width_tokens")
+    __slots__ = ("length_model", "models", "api_durations", "persistence", "redis_connected", "embedding_model", "bins", "bin_width_tokens", "predictions_total", "invalid_total", "observations_total", "refits_total", "redis_errors_total", "corrupt_entries_ignored")
     LENGTH_MODEL_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     API_DURATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,12 @@ class InfoResponse(_message.Message):
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     BINS_FIELD_NUMBER: _ClassVar[int]
     BIN_WIDTH_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    INVALID_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    REFITS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    REDIS_ERRORS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CORRUPT_ENTRIES_IGNORED_FIELD_NUMBER: _ClassVar[int]
     length_model: str
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     api_durations: _containers.RepeatedCompositeFieldContainer[ApiDuration]
@@ -138,4 +144,10 @@ class InfoResponse(_message.Message):
     embedding_model: str
     bins: int
     bin_width_tokens: int
-    def __init__(self, length_model: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., api_durations: _Optional[_Iterable[_Union[ApiDuration, _Mapping]]] = ..., persistence: _Optional[str] = ..., redis_connected: _Optional[bool] = ..., embedding_model: _Optional[str] = ..., bins: _Optional[int] = ..., bin_width_tokens: _Optional[int] = ...) -> None: ...
+    predictions_total: int
+    invalid_total: int
+    observations_total: int
+    refits_total: int
+    redis_errors_total: int
+    corrupt_entries_ignored: int
+    def __init__(self, length_model: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., api_durations: _Optional[_Iterable[_Union[ApiDuration, _Mapping]]] = ..., persistence: _Optional[str] = ..., redis_connected: _Optional[bool] = ..., embedding_model: _Optional[str] = ..., bins: _Optional[int] = ..., bin_width_tokens: _Optional[int] = ..., predictions_total: _Optional[int] = ..., invalid_total: _Optional[int] = ..., observations_total: _Optional[int] = ..., refits_total: _Optional[int] = ..., redis_errors_total: _Optional[int] = ..., corrupt_entries_ignored: _Optional[int] = ...) -> None: ...
