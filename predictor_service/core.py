@@ -34,6 +34,10 @@ class PredictorInputError(ValueError):
     """Bad input; the gRPC layer answers INVALID_ARGUMENT with this message."""
 
 
+class PredictorUnavailableError(RuntimeError):
+    """Not started or shutting down; the gRPC layer answers UNAVAILABLE."""
+
+
 @dataclass
 class _Pending:
     query: LengthQuery
@@ -55,6 +59,7 @@ class PredictorCore:
         self.embedder = None
         self._embedder_factory = embedder_factory
         self._queue: list[_Pending] = []
+        self._inflight: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._next_redis_try_s = 0.0
@@ -89,10 +94,11 @@ class PredictorCore:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for p in self._queue:
+        for p in self._queue + self._inflight:
             if not p.future.done():
-                p.future.set_exception(RuntimeError("the predictor is shutting down"))
+                p.future.set_exception(PredictorUnavailableError("the predictor is shutting down"))
         self._queue.clear()
+        self._inflight = []
         if self.store.connected:
             await self._persist()
         await self.store.close()
@@ -102,8 +108,9 @@ class PredictorCore:
         learner = self.learners.get(model)
         if learner is not None:
             return learner
-        if not model:
-            raise PredictorInputError("model: a model name is required")
+        if not model or len(model) > MAX_NAME_CHARS:
+            raise PredictorInputError(f"model: a model name of 1 to {MAX_NAME_CHARS} characters "
+                                      "is required")
         if self.config.models and model not in self.config.models:
             raise PredictorInputError(f"model: unknown model {model!r}; known: {self.config.models}")
         if not create:
@@ -154,6 +161,8 @@ class PredictorCore:
         except PredictorInputError:
             self.metrics.request("predict", "invalid")
             raise
+        if self.stopped or not self._tasks:
+            raise PredictorUnavailableError("the predictor is not running")
         loop = asyncio.get_running_loop()
         pending = [_Pending(q, loop.create_future()) for q in checked]
         self._queue.extend(pending)
@@ -169,7 +178,7 @@ class PredictorCore:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                batch = self._queue[:self.config.max_batch]
+                batch = self._inflight = self._queue[:self.config.max_batch]
                 del self._queue[:len(batch)]
                 started = time.perf_counter()
                 try:
@@ -180,6 +189,7 @@ class PredictorCore:
                         if not p.future.done():
                             p.future.set_exception(exc)
                     continue
+                self._inflight = []
                 self.metrics.batch_time(time.perf_counter() - started)
                 for p, (dist, version, fitted) in zip(batch, lengths):
                     if not p.future.done():
@@ -260,8 +270,9 @@ class PredictorCore:
         """Refit every learner that is due (in a worker thread); returns how many."""
         done = 0
         for learner in list(self.learners.values()):
-            if not learner.due(self.clock()):
+            if learner.fitting or not learner.due(self.clock()):
                 continue
+            learner.fitting = True
             pending = learner.pending
             embed = self.embedder.embed if self.embedder is not None else None
             try:
@@ -270,6 +281,8 @@ class PredictorCore:
                 logger.exception("refit of model %r failed", learner.model)
                 learner.last_fit_s = self.clock()
                 continue
+            finally:
+                learner.fitting = False
             learner.install(fitted, self.clock(), pending)
             self.metrics.counters.refits += 1
             self.metrics.version(learner.model, learner.version)
@@ -340,7 +353,9 @@ class PredictorCore:
                 except ValueError as exc:
                     self.metrics.counters.corrupt_snapshots += 1
                     logger.warning("ignoring a corrupt history entry of %r: %s", name, exc)
-            learner.history.extendleft(reversed(old[-learner.history.maxlen:]))
+            # Persisted first, then what this process learned meanwhile (kept if it overflows).
+            room = learner.history.maxlen - len(learner.history)
+            learner.history.extendleft(reversed(old[len(old) - room:] if room > 0 else []))
             learner.observations_total += len(old)
             if ms.state is not None and ms.length_model == self.model_cls.name and learner.fitted is None:
                 try:

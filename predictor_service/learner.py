@@ -77,6 +77,7 @@ class Learner:
         self.last_fit_s = 0.0
         self.unsaved: deque[Sample] = deque(maxlen=config.history_size)
         self.state_dirty = False
+        self.fitting = False
         if getattr(self.unfitted, "ready", False):  # a classifier from its checkpoint
             self.fitted = self.unfitted
 

@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from predictor_service.config import PredictorConfig
-from predictor_service.core import PredictorCore, PredictorInputError
+from predictor_service.core import PredictorCore, PredictorInputError, PredictorUnavailableError
 from predictor_service.proto import predictor_pb2 as pb
 from predictor_service.proto import predictor_pb2_grpc as pb_grpc
 from predictor_service.types import NUM_BINS, BIN_WIDTH_TOKENS, LengthQuery, Observation, Prediction
@@ -50,6 +50,8 @@ class PredictorServicer(pb_grpc.PredictorServicer):
             return await self.core.predict(queries)
         except PredictorInputError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except PredictorUnavailableError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def Predict(self, request, context):
         (p,) = await self._predict([query_from_pb(request)], context)
