@@ -28,11 +28,14 @@ def build_app(args: dict[str, Any]) -> Application:
     config = AppConfig.model_validate(args)
     ensure_default_model(config)
     queue_manager = QueueManager.bind(config.queue.model_dump(mode="json"))
+    predictor, client = None, None
+    if config.predictor.enabled:
+        client = config.predictor.client.model_dump(mode="json")
+        if config.predictor.client.address is None:
+            predictor = Predictor.bind(config.predictor.server.model_dump(mode="json"))
     replicas = {
-        r.name: LLMReplica.options(name=r.name).bind(r.model_dump(mode="json"), queue_manager)
+        r.name: LLMReplica.options(name=r.name).bind(r.model_dump(mode="json"), queue_manager,
+                                                     predictor, client)
         for r in config.replicas
     }
-    predictor = None
-    if config.predictor.enabled and config.predictor.client.address is None:
-        predictor = Predictor.bind(config.predictor.server.model_dump(mode="json"))
     return Ingress.bind(config.model_dump(mode="json"), queue_manager, replicas, predictor)

@@ -272,7 +272,8 @@ class Dispatcher:
                  "num_paused": r.stats.num_paused,
                  "kv_usage": r.stats.kv_usage,
                  "output_tokens_per_s": r.stats.output_tokens_per_s,
-                 "seconds_since_report": now - r.last_seen_s, "extra": dict(r.stats.extra)}
+                 "seconds_since_report": now - r.last_seen_s,
+                 "predictor_address": r.stats.predictor_address, "extra": dict(r.stats.extra)}
                 for r in self._replicas.values()
             ],
         }

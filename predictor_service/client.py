@@ -86,6 +86,10 @@ class PredictorClient:
         self.num_observations_sent = 0
 
     # ---- connection ---------------------------------------------------------------------
+    @property
+    def address(self) -> str | None:
+        return self._address
+
     async def connect(self, timeout_s: float = 10.0) -> None:
         """Learn the address (off the hot path); calls before it answer the fallback."""
         if self._resolve is not None and not self._address:

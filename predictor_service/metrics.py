@@ -51,6 +51,8 @@ class PredictorMetrics:
             self._ray["redis"].set(1.0 if up else 0.0)
 
     def request(self, method: str, outcome: str, n: int = 1) -> None:
+        if n <= 0:
+            return
         if outcome == "invalid":
             self.counters.invalid += n
         if self._ray:

@@ -115,4 +115,6 @@ class ReplicaStats:
     num_output_tokens_total: int = 0
     engine_alive: bool = True
     reported_at_s: float = 0.0
+    #: host:port of the predictor this replica found (None: none configured or not yet).
+    predictor_address: str | None = None
     extra: dict[str, float] = field(default_factory=dict)

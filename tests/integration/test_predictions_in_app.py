@@ -49,3 +49,17 @@ def test_augmented_and_streamed_requests_carry_api_duration_predictions(app):
     last = chunks[-1]["augserve"]
     assert "search" in last["prediction"]["api_durations"]
     assert last["prediction"]["api_durations"]["search"]["mean_s"] > 0
+
+
+def test_replicas_discover_the_predictor(app):
+    deadline = time.monotonic() + 60
+    while True:
+        replicas = app.queue_state()["replicas"]
+        addresses = {r["predictor_address"] for r in replicas}
+        if None not in addresses:
+            break
+        assert time.monotonic() < deadline, replicas
+        time.sleep(0.5)
+    assert len(addresses) == 1 and len(replicas) == 2, addresses
+    host, port = addresses.pop().rsplit(":", 1)
+    assert int(port) > 0
