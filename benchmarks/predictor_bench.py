@@ -102,25 +102,12 @@ async def _measure(address: str, segments, length_model: str, levels: list[int],
     queries = [query_to_pb(LengthQuery("bench", s.text, (), s.prompt_tokens)) for s in test]
     out = {"length_model": length_model, "levels": []}
     for n in levels:
-        latencies: list[float] = []
-        cursor = [0]
-        deadline = time.perf_counter() + seconds
-
-        async def caller() -> None:
-            while time.perf_counter() < deadline:
-                q = queries[cursor[0] % len(queries)]
-                cursor[0] += 1
-                t0 = time.perf_counter()
-                await stub.Predict(q, timeout=30)
-                latencies.append(time.perf_counter() - t0)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(n)))
-        lat = np.array(latencies) * 1000
-        out["levels"].append({"concurrency": n, "calls": len(lat),
-                              "calls_per_s": len(lat) / (time.perf_counter() - started),
-                              "p50_ms": float(np.percentile(lat, 50)),
-                              "p99_ms": float(np.percentile(lat, 99))})
+        out["levels"].append(await _closed_loop(
+            n, seconds, lambda i: stub.Predict(queries[i % len(queries)], timeout=30)))
+    # The transport's own ceiling: the same callers on Info (no model work at all).
+    info = pb.InfoRequest()
+    out["info_rpc"] = await _closed_loop(max(levels), seconds / 2,
+                                         lambda i: stub.Info(info, timeout=30))
     batch = pb.PredictBatchRequest(requests=queries[:64])
     t0, calls = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds / 2:
@@ -132,6 +119,27 @@ async def _measure(address: str, segments, length_model: str, levels: list[int],
     return out
 
 
+async def _closed_loop(n: int, seconds: float, call) -> dict:
+    """``n`` callers, each sending its next call when the previous answered."""
+    latencies: list[float] = []
+    counter = [0]
+    deadline = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        while time.perf_counter() < deadline:
+            counter[0] += 1
+            t0 = time.perf_counter()
+            await call(counter[0])
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(n)))
+    lat = np.array(latencies) * 1000
+    return {"concurrency": n, "calls": len(lat),
+            "calls_per_s": len(lat) / (time.perf_counter() - started),
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+
+
 def format_latency(results: list[dict]) -> str:
     lines = ["| length model | callers | p50 (ms) | p99 (ms) | predictions/s |", "|---|---|---|---|---|"]
     for r in results:
@@ -139,4 +147,7 @@ def format_latency(results: list[dict]) -> str:
             lines.append(f"| {r['length_model']} | {lv['concurrency']} | {lv['p50_ms']:.2f} | "
                          f"{lv['p99_ms']:.2f} | {lv['calls_per_s']:.0f} |")
         lines.append(f"| {r['length_model']} | PredictBatch ×64 | | | {r['batch_predictions_per_s']:.0f} |")
+        i = r["info_rpc"]
+        lines.append(f"| (Info RPC, no model work) | {i['concurrency']} | {i['p50_ms']:.2f} | "
+                     f"{i['p99_ms']:.2f} | {i['calls_per_s']:.0f} |")
     return "\n".join(lines)

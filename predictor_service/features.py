@@ -43,15 +43,18 @@ def hashed_ngrams(texts: Sequence[str], prompt_tokens: np.ndarray, dim: int) -> 
     """Rows: L2-normalised presence of hashed word unigrams and bigrams of the whole text
     and, apart, of its last :data:`TAIL_CHARS` characters (``dim`` buckets), then
     log(1 + prompt tokens) / 10 and a bias of 1."""
+    dense = dense_tail(prompt_tokens)
     indptr, indices, data = [0], [], []
-    for text in texts:
+    for text, extra in zip(texts, dense):
         cols = sorted(_ngram_keys(text, "", dim) | _ngram_keys(tail(text), "tail:", dim))
         norm = 1.0 / np.sqrt(len(cols)) if cols else 0.0
         indices.extend(cols)
+        indices.extend((dim, dim + 1))
         data.extend([norm] * len(cols))
+        data.extend(extra)
         indptr.append(len(indices))
-    text_part = sparse.csr_matrix((data, indices, indptr), shape=(len(texts), dim))
-    return sparse.hstack([text_part, sparse.csr_matrix(dense_tail(prompt_tokens))], format="csr")
+    return sparse.csr_matrix((np.array(data), np.array(indices, dtype=np.int32),
+                              np.array(indptr, dtype=np.int32)), shape=(len(texts), dim + 2))
 
 
 def dense_tail(prompt_tokens: np.ndarray) -> np.ndarray:
