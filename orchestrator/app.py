@@ -31,8 +31,8 @@ def build_app(args: dict[str, Any]) -> Application:
     predictor, client = None, None
     if config.predictor.enabled:
         client = config.predictor.client.model_dump(mode="json")
-        if config.predictor.client.address is None:
-            predictor = Predictor.bind(config.predictor.server.model_dump(mode="json"))
+    if config.hosts_predictor():
+        predictor = Predictor.bind(config.predictor.server.model_dump(mode="json"))
     replicas = {
         r.name: LLMReplica.options(name=r.name).bind(r.model_dump(mode="json"), queue_manager,
                                                      predictor, client)

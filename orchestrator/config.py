@@ -86,6 +86,15 @@ class AppConfig(StrictModel):
                 raise ValueError(f"model {r.model_name!r} has two different model_path values")
         return self
 
+    def hosts_predictor(self) -> bool:
+        """The app runs its own Predictor deployment (enabled, no external address)."""
+        return self.predictor.enabled and self.predictor.client.address is None
+
+    def deployment_names(self) -> set[str]:
+        """The deployments the application builder creates (a Serve config may tune only these)."""
+        return ({"Ingress", "QueueManager"} | {r.name for r in self.replicas}
+                | ({"Predictor"} if self.hosts_predictor() else set()))
+
     def models(self) -> dict[str, list[ReplicaConfig]]:
         out: dict[str, list[ReplicaConfig]] = {}
         for r in self.replicas:

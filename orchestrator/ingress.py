@@ -101,16 +101,8 @@ class Ingress:
         self.predictor = make_client(self.config, predictor)
         self._max_api_names = self.config.predictor.server.max_api_names
         if self.predictor is not None:  # learn the address off the request path
-            self._connecting = asyncio.get_running_loop().create_task(self._connect_predictor())
-
-    async def _connect_predictor(self) -> None:
-        while True:
-            try:
-                await self.predictor.connect(timeout_s=30.0)
-                return
-            except Exception as exc:  # noqa: BLE001 - predictions fall back meanwhile
-                logger.warning("predictor not reachable yet: %s", exc)
-                await asyncio.sleep(2.0)
+            self._connecting = asyncio.get_running_loop().create_task(
+                self.predictor.connect_forever())
 
     # ---- endpoints --------------------------------------------------------------------
     @app.get("/health")

@@ -26,7 +26,14 @@ def load_serve_config(path: str | Path) -> Any:
     schema = ServeDeploySchema.model_validate(raw)
     for app in schema.applications:
         if app.import_path.startswith("orchestrator.app:"):
-            AppConfig.model_validate(app.args or {})
+            config = AppConfig.model_validate(app.args or {})
+            unknown = {d.name for d in app.deployments} - config.deployment_names()
+            if unknown:
+                raise ValueError(
+                    f"{path}: application {app.name!r} lists deployments {sorted(unknown)} that "
+                    f"its args do not create (it creates {sorted(config.deployment_names())}); "
+                    "e.g. remove 'Predictor' when predictor.enabled is false or "
+                    "predictor.client.address is set")
     return schema
 
 

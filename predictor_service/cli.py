@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from pathlib import Path
 
 import yaml
@@ -36,7 +35,3 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--checkpoint", default=None, help="classifier checkpoint (.npz)")
     p.add_argument("--config", default=None, help="YAML file of PredictorConfig keys")
     p.set_defaults(func=_serve)
-
-
-def print_json(data: dict) -> None:
-    print(json.dumps(data, indent=2))

@@ -25,13 +25,15 @@ import grpc
 
 from predictor_service.breaker import CircuitBreaker
 from predictor_service.config import ClientConfig
+from predictor_service.features import prompt_text
 from predictor_service.proto import predictor_pb2 as pb
 from predictor_service.proto import predictor_pb2_grpc as pb_grpc
 from predictor_service.types import ApiDurationPrediction, LengthQuery, Observation, Prediction
 
 logger = logging.getLogger("augserve.predictor")
 Resolve = Callable[[], Awaitable[str]]
-#: What ``_call`` returns when the server refused the input (INVALID_ARGUMENT).
+#: What ``_call`` returns when the server refused the input (INVALID_ARGUMENT, or a
+#: message over its size limit).
 _REFUSED = object()
 OBSERVE_DEADLINE_S = 2.0
 
@@ -69,21 +71,38 @@ def observation_to_pb(o: Observation) -> pb.Observation:
                           api_calls=[pb.ApiCall(name=n, duration_s=d) for n, d in o.api_calls])
 
 
+def _bounded(text: str, ids: tuple[int, ...], max_chars: int) -> tuple[str, tuple[int, ...]]:
+    """What the server would use anyway: the text cut as it cuts it, at most ``max_chars``
+    token ids (first and last halves).  Keeps messages far below gRPC's 4 MB limit."""
+    if len(ids) > max_chars:
+        ids = ids[:max_chars // 2] + ids[-(max_chars // 2):]
+    return prompt_text(text, (), max_chars) if text else "", ids
+
+
+def _finite(m: pb.PredictResponse) -> bool:
+    return all(math.isfinite(v) for v in (m.output_tokens, m.output_tokens_p50, m.output_tokens_p90)) \
+        and all(math.isfinite(d.mean_s) and math.isfinite(d.p90_s) for d in m.api_durations)
+
+
 class PredictorClient:
     def __init__(self, config: ClientConfig | None = None, *, address: str | None = None,
                  resolve: Resolve | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config or ClientConfig()
         self._address = address or self.config.address
         self._resolve = resolve
-        self.breaker = CircuitBreaker(self.config.failure_threshold, self.config.open_s, clock)
+        c = self.config
+        self.breaker = CircuitBreaker(c.failure_threshold, c.open_s, clock)
+        # Observations have their own circuit: a slow Observe must not open predictions'.
+        self.observe_breaker = CircuitBreaker(c.failure_threshold, c.open_s, clock)
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.PredictorStub | None = None
-        self._pending: deque[pb.Observation] = deque(maxlen=self.config.max_pending_observations)
+        self._pending: deque[pb.Observation] = deque(maxlen=c.max_pending_observations)
         self._flusher: asyncio.Task | None = None
         self._resolving: asyncio.Task | None = None
         self.num_fallbacks = 0
         self.num_observations_dropped = 0
         self.num_observations_sent = 0
+        self.num_observations_rejected = 0
 
     # ---- connection ---------------------------------------------------------------------
     @property
@@ -93,15 +112,35 @@ class PredictorClient:
     async def connect(self, timeout_s: float = 10.0) -> None:
         """Learn the address (off the hot path); calls before it answer the fallback."""
         if self._resolve is not None and not self._address:
-            self._address = await asyncio.wait_for(self._resolve(), timeout_s)
+            self._set_address(await asyncio.wait_for(self._resolve(), timeout_s))
+
+    async def connect_forever(self, retry_s: float = 2.0) -> None:
+        """:meth:`connect`, retried until it succeeds (for a background task)."""
+        while True:
+            try:
+                await self.connect(timeout_s=30.0)
+                return
+            except Exception as exc:  # noqa: BLE001 - predictions fall back meanwhile
+                logger.warning("predictor not reachable yet: %s", exc)
+                await asyncio.sleep(retry_s)
+
+    def _set_address(self, address: str) -> None:
+        """A new address gets a new channel; calls on the old one finish undisturbed
+        (it is closed with a grace period, never under their feet)."""
+        if address == self._address and self._stub is not None:
+            return
+        old, self._channel, self._stub = self._channel, None, None
+        self._address = address
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.close(grace=OBSERVE_DEADLINE_S))
 
     async def _re_resolve(self) -> None:
         try:
-            self._address = await asyncio.wait_for(self._resolve(), 10.0)
+            self._set_address(await asyncio.wait_for(self._resolve(), 10.0))
         except Exception as exc:  # noqa: BLE001 - keep the old address; try at the next opening
             logger.warning("could not resolve the predictor's address: %s", exc)
 
-    async def _ensure_stub(self) -> pb_grpc.PredictorStub:
+    def _ensure_stub(self) -> pb_grpc.PredictorStub:
         if self._stub is None:
             if not self._address:
                 raise ConnectionError("no predictor address yet")
@@ -109,88 +148,92 @@ class PredictorClient:
             self._stub = pb_grpc.PredictorStub(self._channel)
         return self._stub
 
-    async def _drop_channel(self) -> None:
-        channel, self._channel, self._stub = self._channel, None, None
-        if channel is not None:
-            await channel.close(grace=None)
-
     async def close(self) -> None:
         for task in (self._flusher, self._resolving):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self._flusher = self._resolving = None
-        await self._drop_channel()
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close(grace=None)
 
     # ---- calls --------------------------------------------------------------------------
-    async def _call(self, make_call, deadline_s: float | None = None):
-        """Run one RPC under the breaker and the deadline; None when it did not answer,
-        ``_REFUSED`` when it refused the input."""
-        if not self.breaker.allow():
+    async def _call(self, make_call, breaker: CircuitBreaker, deadline_s: float):
+        """Run one RPC under ``breaker`` and the deadline.  Returns the reply, None when
+        the server did not answer, ``_REFUSED`` when it refused the input.  Raises only
+        when the calling task itself is being cancelled."""
+        if not breaker.allow():
             return None
-        probe = self.breaker.probing
-        deadline_s = deadline_s or self.config.deadline_ms / 1000.0
+        probe = breaker.probing
         try:
             async with asyncio.timeout(deadline_s):
-                stub = await self._ensure_stub()
-                result = await make_call(stub, deadline_s)
+                result = await make_call(self._ensure_stub(), deadline_s)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                self.breaker.success()  # the server is fine; the input was not
+            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                breaker.success()  # the server is fine; the input was not
                 logger.warning("predictor refused the input: %s", exc.details())
                 return _REFUSED
-            return await self._failed(exc)
-        except (TimeoutError, ConnectionError, OSError) as exc:
-            return await self._failed(exc)
-        except asyncio.CancelledError:
-            if probe:  # else the circuit would stay half-open with no probe ever again
-                self.breaker.release()
-            raise
-        self.breaker.success()
+            return self._failed(exc, breaker)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                if probe:  # else the circuit would stay half-open with no probe ever again
+                    breaker.release()
+                raise
+            return self._failed(exc, breaker)  # the RPC was cancelled, not its caller
+        except Exception as exc:  # noqa: BLE001 - advisory service: any failure → fallback
+            return self._failed(exc, breaker)
+        breaker.success()
         return result
 
-    async def _failed(self, exc: BaseException):
-        times_opened = self.breaker.times_opened
-        self.breaker.failure()
-        if self.breaker.times_opened > times_opened:  # opened, or re-opened by a failed probe
+    def _failed(self, exc: BaseException, breaker: CircuitBreaker):
+        times_opened = breaker.times_opened
+        breaker.failure()
+        if breaker.times_opened > times_opened:  # opened, or re-opened by a failed probe
             logger.warning("predictor unreachable (%s): circuit open for %.1f s",
                            type(exc).__name__, self.config.open_s)
-            await self._drop_channel()
             # A restarted server may listen elsewhere (one resolution at a time).
             if self._resolve is not None and (self._resolving is None or self._resolving.done()):
                 self._resolving = asyncio.get_running_loop().create_task(self._re_resolve())
         return None
 
+    def _query(self, q: LengthQuery) -> pb.PredictRequest:
+        text, ids = _bounded(q.prompt_text, q.prompt_token_ids, self.config.max_prompt_chars)
+        return query_to_pb(LengthQuery(q.model, text, ids, q.prompt_tokens, q.api_names, q.max_tokens))
+
     async def predict(self, query: LengthQuery) -> Prediction:
+        (answer,) = await self.predict_batch([query], single=True)
+        return answer
+
+    async def predict_batch(self, queries: list[LengthQuery], single: bool = False) -> list[Prediction]:
+        deadline_s = self.config.deadline_ms / 1000.0
         try:
-            request = query_to_pb(query)
+            if single:
+                request = self._query(queries[0])
+                call = lambda stub, t: stub.Predict(request, timeout=t)  # noqa: E731
+            else:
+                batch = pb.PredictBatchRequest(requests=[self._query(q) for q in queries])
+                call = lambda stub, t: stub.PredictBatch(batch, timeout=t)  # noqa: E731
         except (ValueError, TypeError) as exc:  # e.g. an id out of int32 range
             logger.warning("predictor query cannot be sent (%s): fallback", exc)
             reply = None
         else:
-            reply = await self._call(lambda stub, t: stub.Predict(request, timeout=t))
-        if reply is None or reply is _REFUSED:
-            self.num_fallbacks += 1
-            return fallback_prediction(self.config, query)
-        return prediction_from_pb(reply)
-
-    async def predict_batch(self, queries: list[LengthQuery]) -> list[Prediction]:
-        try:
-            request = pb.PredictBatchRequest(requests=[query_to_pb(q) for q in queries])
-        except (ValueError, TypeError) as exc:
-            logger.warning("predictor queries cannot be sent (%s): fallback", exc)
-            reply = None
-        else:
-            reply = await self._call(lambda stub, t: stub.PredictBatch(request, timeout=t))
-        if reply is None or reply is _REFUSED:
+            reply = await self._call(call, self.breaker, deadline_s)
+        replies = ([reply] if single else list(reply.responses)) \
+            if reply is not None and reply is not _REFUSED else []
+        if len(replies) != len(queries) or not all(_finite(r) for r in replies):
             self.num_fallbacks += len(queries)
             return [fallback_prediction(self.config, q) for q in queries]
-        return [prediction_from_pb(r) for r in reply.responses]
+        return [prediction_from_pb(r) for r in replies]
 
     # ---- observations, off the hot path -------------------------------------------------
     def observe(self, observation: Observation) -> None:
+        o = observation
+        text, ids = _bounded(o.prompt_text, o.prompt_token_ids, self.config.max_prompt_chars)
         try:  # converted now: one unsendable observation must not block the others
-            message = observation_to_pb(observation)
+            message = observation_to_pb(Observation(o.model, text, ids, o.prompt_tokens,
+                                                    o.output_tokens_per_turn, o.api_calls))
         except (ValueError, TypeError) as exc:
             logger.warning("observation cannot be sent (%s): dropped", exc)
             self.num_observations_dropped += 1
@@ -209,7 +252,7 @@ class PredictorClient:
             request = pb.ObserveRequest(observations=batch)
             # Observations are not latency-critical: a longer deadline than predictions.
             reply = await self._call(lambda stub, t: stub.Observe(request, timeout=t),
-                                     OBSERVE_DEADLINE_S)
+                                     self.observe_breaker, OBSERVE_DEADLINE_S)
             if reply is None:
                 return False  # kept for the next attempt
             # Pop what was sent, not len(batch): observe() may have dropped part of the
@@ -217,8 +260,14 @@ class PredictorClient:
             sent = {id(o) for o in batch}
             while self._pending and id(self._pending[0]) in sent:
                 self._pending.popleft()
-            if reply is not _REFUSED:
-                self.num_observations_sent += len(batch)
+            if reply is _REFUSED:  # refused as a whole: dropped, never retried forever
+                self.num_observations_rejected += len(batch)
+            else:
+                self.num_observations_sent += reply.accepted
+                if reply.rejected:
+                    self.num_observations_rejected += len(reply.rejected)
+                    logger.warning("predictor rejected %d observations, e.g. %s",
+                                   len(reply.rejected), reply.rejected[0])
         return True
 
     async def _flush_loop(self) -> None:

@@ -89,6 +89,9 @@ class ClientConfig(StrictModel):
     observe_interval_s: float = Field(1.0, gt=0, description="Period of observation sends.")
     max_pending_observations: int = Field(4096, ge=1, description="Observations buffered "
                                           "while the predictor is away (oldest dropped).")
+    max_prompt_chars: int = Field(
+        16_000, ge=64, description="Prompt text sent is cut to its first and last halves of "
+        "this many characters (the server's own cut); at most as many token ids are sent.")
     fallback_output_tokens: float = Field(128.0, gt=0, description="Fallback point/p50 length.")
     fallback_output_tokens_p90: float = Field(512.0, gt=0, description="Fallback p90 length.")
     fallback_api_duration_s: float = Field(5.0, ge=0, description="Fallback API duration mean.")

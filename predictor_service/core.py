@@ -9,10 +9,10 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 
 from predictor_service.config import PredictorConfig
 from predictor_service.distributions import lognormal
@@ -22,12 +22,16 @@ from predictor_service.features import prompt_text
 from predictor_service.learner import Learner, Sample, make_batch
 from predictor_service.length_models import resolve_length_model
 from predictor_service.metrics import PredictorMetrics
-from predictor_service.store import MemoryStore, RedisStore, Snapshot
+from predictor_service.store import MemoryStore, RedisStore, Snapshot, pack_state
 from predictor_service.types import (ApiDurationPrediction, LengthQuery, Observation,
                                      Prediction)
 
 logger = logging.getLogger("augserve.predictor")
 MAX_NAME_CHARS = 128
+#: Most API calls in one observation (the ingress allows 64 augmented turns).
+MAX_API_CALLS = 256
+#: Queries waiting to be evaluated beyond which Predict answers UNAVAILABLE at once.
+MAX_QUEUED_QUERIES_PER_BATCH = 16
 
 
 class PredictorInputError(ValueError):
@@ -50,6 +54,7 @@ class PredictorCore:
         self.config = config
         self.clock = clock
         self.model_cls = resolve_length_model(config.length_model)
+        self.model_cls(config)  # fail at start on an unusable checkpoint, not at every Observe
         self.prior = lognormal(config.prior_output_tokens_p50, config.prior_output_tokens_p90)
         self.learners: dict[str, Learner] = {}
         self.durations = self._new_durations()
@@ -163,6 +168,9 @@ class PredictorCore:
             raise
         if self.stopped or not self._tasks:
             raise PredictorUnavailableError("the predictor is not running")
+        if len(self._queue) > MAX_QUEUED_QUERIES_PER_BATCH * self.config.max_batch:
+            self.metrics.request("predict", "overloaded")
+            raise PredictorUnavailableError("the predictor is overloaded; use the fallback")
         loop = asyncio.get_running_loop()
         pending = [_Pending(q, loop.create_future()) for q in checked]
         self._queue.extend(pending)
@@ -178,8 +186,12 @@ class PredictorCore:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
+                # Callers that gave up (their deadline passed) need no answer.
+                self._queue = [p for p in self._queue if not p.future.done()]
                 batch = self._inflight = self._queue[:self.config.max_batch]
                 del self._queue[:len(batch)]
+                if not batch:
+                    break
                 started = time.perf_counter()
                 try:
                     lengths = await asyncio.to_thread(self._predict_lengths, [p.query for p in batch])
@@ -252,7 +264,9 @@ class PredictorCore:
         if not o.output_tokens_per_turn or any(t < 0 for t in o.output_tokens_per_turn):
             raise PredictorInputError("output_tokens_per_turn: one count or more per "
                                       "observation, none negative")
-        self._check_names([name for name, _ in o.api_calls])
+        if len(o.api_calls) > MAX_API_CALLS:
+            raise PredictorInputError(f"api_calls: {len(o.api_calls)} calls; at most {MAX_API_CALLS}")
+        self._check_names(list(dict.fromkeys(name for name, _ in o.api_calls)))
         for name, d in o.api_calls:
             if not (math.isfinite(d) and d >= 0):
                 raise PredictorInputError(f"api_calls: duration of {name!r} must be a finite "
@@ -315,7 +329,7 @@ class PredictorCore:
             return
         if not self._restored:  # once: later reconnections only flush the outbox
             try:
-                self._restore(await self.store.load())
+                await self._restore(await self.store.load())
             except Exception as exc:  # noqa: BLE001
                 logger.warning("predictor: could not load state from redis: %s", exc)
                 await self.store.close()
@@ -326,61 +340,96 @@ class PredictorCore:
                     self.config.key_prefix)
         self.metrics.redis_connected(True)
 
-    def _restore(self, snap: Snapshot) -> None:
-        """Merge the persisted state under what this process learned meanwhile."""
+    async def _restore(self, snap: Snapshot) -> None:
+        """Merge the persisted state with what this process learned meanwhile.  Never
+        raises: what cannot be used is skipped, counted and logged."""
+        self.metrics.counters.corrupt_snapshots += snap.corrupt
         if snap.durations:
-            try:
-                restored = DurationModel.from_dict(
-                    json.loads(snap.durations), self.config.duration_prior_mean_s,
-                    self.config.duration_prior_p90_s, self.config.duration_prior_weight,
-                    self.config.max_api_names_tracked)
-                if not self.durations.names():
-                    self.durations = restored
-            except ValueError as exc:
-                self.metrics.counters.corrupt_snapshots += 1
-                logger.warning("ignoring corrupt duration statistics in redis: %s", exc)
+            self._restore_durations(snap.durations)
         for name, ms in snap.models.items():
             if self.config.models and name not in self.config.models:
                 continue
             try:
                 learner = self._learner(name, create=True)
-            except PredictorInputError:
+                old, bad = await asyncio.to_thread(self._parse_history, ms.history)
+                self.metrics.counters.corrupt_snapshots += bad
+                if bad:
+                    logger.warning("ignored %d corrupt history entries of %r", bad, name)
+                # Persisted first, then what this process learned meanwhile (kept if it overflows).
+                room = learner.history.maxlen - len(learner.history)
+                learner.history.extendleft(reversed(old[len(old) - room:] if room > 0 else []))
+                learner.observations_total += len(old)
+                learner.version = max(learner.version, ms.version)
+                if ms.state is not None and ms.length_model == self.model_cls.name and learner.fitted is None:
+                    try:
+                        learner.fitted = self.model_cls.from_state(self.config, ms.state)
+                    except (KeyError, ValueError) as exc:
+                        self.metrics.counters.corrupt_snapshots += 1
+                        logger.warning("ignoring the unusable fitted state of %r: %s", name, exc)
+                if learner.fitted is None and len(learner.history) >= self.config.min_history:
+                    learner.pending = max(learner.pending, 1)  # fit what was restored
+            except PredictorInputError as exc:
+                logger.warning("not restoring model %r: %s", name, exc)
+            except Exception:  # noqa: BLE001
+                self.metrics.counters.corrupt_snapshots += 1
+                logger.exception("restoring model %r failed; skipped", name)
+
+    def _parse_history(self, raw: list[bytes]) -> tuple[list[Sample], int]:
+        """Worker thread: decoded samples and the number of unusable ones.  An embedding of
+        the wrong size (another embedding model) is dropped and computed again."""
+        out, bad = [], 0
+        dim = self.embedder.dim if self.embedder is not None else None
+        for r in raw:
+            try:
+                sample = Sample.from_json(r)
+            except ValueError:
+                bad += 1
                 continue
-            old: list[Sample] = []
-            for raw in ms.history:
-                try:
-                    old.append(Sample.from_json(raw))
-                except ValueError as exc:
-                    self.metrics.counters.corrupt_snapshots += 1
-                    logger.warning("ignoring a corrupt history entry of %r: %s", name, exc)
-            # Persisted first, then what this process learned meanwhile (kept if it overflows).
-            room = learner.history.maxlen - len(learner.history)
-            learner.history.extendleft(reversed(old[len(old) - room:] if room > 0 else []))
-            learner.observations_total += len(old)
-            if ms.state is not None and ms.length_model == self.model_cls.name and learner.fitted is None:
-                try:
-                    learner.fitted = self.model_cls.from_state(self.config, ms.state)
-                    learner.version = ms.version
-                except (KeyError, ValueError) as exc:
-                    self.metrics.counters.corrupt_snapshots += 1
-                    logger.warning("ignoring the unusable fitted state of %r: %s", name, exc)
-            elif learner.fitted is None and len(learner.history) >= self.config.min_history:
-                learner.pending = max(learner.pending, 1)  # fit what was restored
-            learner.version = max(learner.version, ms.version)
+            if sample.embedding is not None and (dim is None or sample.embedding.shape != (dim,)):
+                sample.embedding = None
+            out.append(sample)
+        return out, bad
+
+    def _restore_durations(self, raw: bytes) -> None:
+        """Per API name, the persisted statistics unless this process has more samples."""
+        c = self.config
+        try:
+            persisted = DurationModel.from_dict(json.loads(raw), c.duration_prior_mean_s,
+                                                c.duration_prior_p90_s, c.duration_prior_weight,
+                                                c.max_api_names_tracked).to_dict()
+        except ValueError as exc:
+            self.metrics.counters.corrupt_snapshots += 1
+            logger.warning("ignoring corrupt duration statistics in redis: %s", exc)
+            return
+        local = self.durations.to_dict()
+        names = dict(persisted["names"])
+        for name, stats in local["names"].items():
+            if name not in names or stats["count"] > names[name]["count"]:
+                names[name] = stats
+        merged = {"dropped_names": persisted["dropped_names"] + local["dropped_names"],
+                  "names": dict(list(names.items())[:c.max_api_names_tracked])}
+        self.durations = DurationModel.from_dict(merged, c.duration_prior_mean_s,
+                                                 c.duration_prior_p90_s, c.duration_prior_weight,
+                                                 c.max_api_names_tracked)
+        self.durations_dirty = True
 
     async def _persist(self) -> None:
         try:
             for learner in self.learners.values():
                 if not learner.unsaved and not learner.state_dirty:
                     continue
-                new = list(learner.unsaved)
-                state = learner.fitted.state() if learner.state_dirty and learner.fitted else None
-                await self.store.save_model(learner.model, [s.to_json() for s in new],
-                                            self.config.history_size, learner.version,
-                                            self.model_cls.name, state)
-                for _ in new:
-                    learner.unsaved.popleft()
+                # Take the outbox; observations arriving during the write start a new one.
+                new, learner.unsaved = list(learner.unsaved), deque(maxlen=learner.unsaved.maxlen)
+                fitted = learner.fitted if learner.state_dirty else None
                 learner.state_dirty = False
+                try:
+                    samples, blob = await asyncio.to_thread(_encode, new, fitted)
+                    await self.store.save_model(learner.model, samples, self.config.history_size,
+                                                learner.version, self.model_cls.name, blob)
+                except BaseException:
+                    learner.unsaved = deque(new + list(learner.unsaved), maxlen=learner.unsaved.maxlen)
+                    learner.state_dirty = learner.state_dirty or fitted is not None
+                    raise
             if self.durations_dirty:
                 self.durations_dirty = False
                 await self.store.save_durations(json.dumps(self.durations.to_dict()))
@@ -404,3 +453,8 @@ class PredictorCore:
             "embedding_model": EMBEDDING_MODEL if self.embedder else "",
             "counters": self.metrics.counters,
         }
+
+
+def _encode(samples: list[Sample], fitted) -> tuple[list[str], bytes | None]:
+    """Worker thread: the JSON of new samples and the fitted model's ``.npz`` bytes."""
+    return [s.to_json() for s in samples], (pack_state(fitted.state()) if fitted else None)

@@ -46,6 +46,8 @@ class Sample:
             raise ValueError(f"bad history entry: {exc}") from None
         if sample.prompt_tokens < 0 or sample.output_tokens < 0:
             raise ValueError("bad history entry: negative counts")
+        if emb is not None and not np.isfinite(emb).all():
+            raise ValueError("bad history entry: non-finite embedding")
         return sample
 
 
@@ -116,8 +118,3 @@ class Learner:
         self.pending = max(0, self.pending - fitted_pending)
         self.last_fit_s = now_s
         self.state_dirty = True
-
-    def predict(self, batch: Batch) -> list[LengthDistribution]:
-        if self.fitted is None:
-            return [self.prior] * len(batch.texts)
-        return self.fitted.predict(batch)

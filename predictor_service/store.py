@@ -32,6 +32,8 @@ class ModelSnapshot:
 class Snapshot:
     models: dict[str, ModelSnapshot] = field(default_factory=dict)
     durations: bytes | None = None
+    #: Persisted entries found unusable while loading (already skipped).
+    corrupt: int = 0
 
 
 def pack_state(state: dict[str, np.ndarray]) -> bytes:
@@ -58,7 +60,7 @@ class MemoryStore:
         return Snapshot()
 
     async def save_model(self, model: str, new_samples: list[str], history_size: int,
-                         version: int, length_model: str, state: dict[str, np.ndarray] | None) -> None:
+                         version: int, length_model: str, state_blob: bytes | None) -> None:
         return None
 
     async def save_durations(self, payload: str) -> None:
@@ -102,27 +104,31 @@ class RedisStore:
             state = await r.hgetall(self._key("state", name))
             ms = ModelSnapshot(history=await r.lrange(self._key("history", name), 0, -1))
             if state:
+                try:  # the version survives a corrupt blob: numbers are never reused
+                    ms.version = int(state.get(b"version", 0))
+                except ValueError:
+                    snap.corrupt += 1
                 try:
-                    ms.version = int(state[b"version"])
                     ms.length_model = state[b"length_model"].decode()
                     ms.state = unpack_state(state[b"blob"])
                 except Exception as exc:  # noqa: BLE001 - a corrupt snapshot is ignored
                     logger.warning("ignoring the corrupt fitted state of model %r in redis: %s",
                                    name, exc)
-                    ms.version, ms.state = 0, None
+                    snap.corrupt += 1
+                    ms.state = None
             snap.models[name] = ms
         return snap
 
     async def save_model(self, model: str, new_samples: list[str], history_size: int,
-                         version: int, length_model: str, state: dict[str, np.ndarray] | None) -> None:
+                         version: int, length_model: str, state_blob: bytes | None) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.sadd(self._key("models"), model)
             if new_samples:
                 pipe.rpush(self._key("history", model), *new_samples)
                 pipe.ltrim(self._key("history", model), -history_size, -1)
-            if state is not None:
+            if state_blob is not None:
                 pipe.hset(self._key("state", model), mapping={
-                    "version": version, "length_model": length_model, "blob": pack_state(state)})
+                    "version": version, "length_model": length_model, "blob": state_blob})
             await pipe.execute()
 
     async def save_durations(self, payload: str) -> None:

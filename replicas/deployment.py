@@ -43,7 +43,8 @@ class ReplicaCore:
         self.active: set[str] = set()
         self.num_paused = 0
         self.limits = ReplicaLimits(config.engine.max_num_seqs, config.room.max_waiting_requests)
-        self.predictor_address: str | None = None
+        #: The shared predictor's client (LAMPS will ask it at every resume).
+        self.predictor: PredictorClient | None = None
 
     async def generate(self, request: ReplicaRequest) -> AsyncIterator[TokenDelta]:
         self.active.add(request.request_id)
@@ -71,7 +72,7 @@ class ReplicaCore:
             output_tokens_per_s=sink.throughput.tokens_per_s(),
             num_output_tokens_total=sink.throughput.total_tokens,
             engine_alive=engine_alive, reported_at_s=time.time(),
-            predictor_address=self.predictor_address,
+            predictor_address=self.predictor.address if self.predictor else None,
             extra={"pid": float(os.getpid()),
                    "kv_bytes_per_token": float(self.engine.kv_bytes_per_token()),
                    "num_preempted_total": float(sink.num_preempted_total)})
@@ -95,14 +96,13 @@ class LLMReplica:
         ctx = serve.get_replica_context()
         engine = VLLMEngine(cfg)
         self._core = ReplicaCore(cfg, engine, ctx.replica_id.unique_id, ctx.deployment)
-        self._predictor = None
         if predictor is not None or (predictor_client or {}).get("address"):
             # The replica's own client of the shared predictor (LAMPS asks it at every
             # resume); it learns the address now, off the request path.
-            self._predictor = PredictorClient(
+            client = self._core.predictor = PredictorClient(
                 ClientConfig.model_validate(predictor_client or {}),
                 resolve=resolver(predictor) if predictor is not None else None)
-            asyncio.get_running_loop().create_task(self._connect_predictor())
+            self._connecting = asyncio.get_running_loop().create_task(client.connect_forever())
         self._queue_manager = queue_manager
         self._engine_alive = True
         if queue_manager is not None:
@@ -119,16 +119,6 @@ class LLMReplica:
                 self._engine_alive = False
                 asyncio.get_running_loop().create_task(self._report_quietly())
             raise
-
-    async def _connect_predictor(self) -> None:
-        while True:
-            try:
-                await self._predictor.connect(timeout_s=30.0)
-                self._core.predictor_address = self._predictor.address
-                return
-            except Exception as exc:  # noqa: BLE001 - try again; nothing waits on it
-                logger.warning("predictor not reachable yet: %s", exc)
-                await asyncio.sleep(2.0)
 
     async def stats(self) -> ReplicaStats:
         return self._core.stats(self._engine_alive)

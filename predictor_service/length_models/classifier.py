@@ -78,6 +78,8 @@ class BinClassifier(LengthModel):
 def _checked(w: np.ndarray) -> np.ndarray:
     if w.ndim != 2 or w.shape[1] != NUM_BINS:
         raise ValueError(f"classifier weights have shape {w.shape}, expected (d, {NUM_BINS})")
+    if not np.isfinite(w).all():
+        raise ValueError("classifier weights: non-finite values")
     return w
 
 

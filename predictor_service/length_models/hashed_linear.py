@@ -3,7 +3,6 @@ No model files; the default when the embedding package is not installed."""
 
 from __future__ import annotations
 
-import numpy as np
 
 from predictor_service.features import hashed_ngrams
 from predictor_service.length_models.base import Batch, LengthModel

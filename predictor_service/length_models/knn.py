@@ -62,6 +62,8 @@ class EmbeddingKnn(LengthModel):
         lengths = np.asarray(state["lengths"], dtype=np.float64)
         if keys.ndim != 2 or lengths.shape != (len(keys),) or not len(keys):
             raise ValueError("embedding-knn state: keys and lengths do not match")
+        if not (np.isfinite(keys).all() and np.isfinite(lengths).all()):
+            raise ValueError("embedding-knn state: non-finite values")
         reg = LogRegressor.from_state(state, "reg_")
         if reg.weights.shape != (keys.shape[1] + 2,):
             raise ValueError(f"embedding-knn state: regression weights {reg.weights.shape} "

@@ -24,7 +24,8 @@ def test_config_validates(path: Path):
     for app in schema.applications:
         cfg = AppConfig.model_validate(app.args)
         declared = {d.name for d in app.deployments}
-        assert {r.name for r in cfg.replicas} <= declared | {"Ingress", "QueueManager"}
+        assert declared <= cfg.deployment_names()
+        assert {r.name for r in cfg.replicas} <= declared
 
 
 def test_bad_args_are_rejected(tmp_path):
@@ -34,3 +35,17 @@ def test_bad_args_are_rejected(tmp_path):
     bad.write_text(yaml.safe_dump(raw))
     with pytest.raises(Exception, match="no_such_key"):
         load_serve_config(bad)
+
+
+@pytest.mark.parametrize("predictor", [{"enabled": False}, {"client": {"address": "10.0.0.9:50051"}}])
+def test_a_predictor_deployment_the_app_does_not_create_is_named(tmp_path, predictor):
+    raw = yaml.safe_load((REPO_ROOT / "deploy" / "serve" / "local.yaml").read_text())
+    raw["applications"][0]["args"]["predictor"] = predictor
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="remove 'Predictor'"):
+        load_serve_config(bad)
+    raw["applications"][0]["deployments"] = [
+        d for d in raw["applications"][0]["deployments"] if d["name"] != "Predictor"]
+    bad.write_text(yaml.safe_dump(raw))
+    load_serve_config(bad)

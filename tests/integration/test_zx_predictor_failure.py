@@ -5,6 +5,7 @@ new port, and the ingress finds it again."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -30,6 +31,9 @@ def prediction(app) -> dict:
 def test_requests_are_served_while_the_predictor_restarts(app):
     assert prediction(app)["length_model"] == "hashed-linear"
     ray.kill(predictor_actor(), no_restart=False)
+    with ThreadPoolExecutor(16) as pool:  # a burst during the outage: every one served
+        burst = list(pool.map(lambda _: prediction(app), range(16)))
+    assert all(p["fallback"] for p in burst)
     answers = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -177,10 +177,10 @@ async def test_open_circuit_skips_the_call_until_a_probe(closed_port_address, mo
         attempts = 0
         ensure_stub = client._ensure_stub
 
-        async def counting_ensure_stub():
+        def counting_ensure_stub():
             nonlocal attempts
             attempts += 1
-            return await ensure_stub()
+            return ensure_stub()
 
         monkeypatch.setattr(client, "_ensure_stub", counting_ensure_stub)
         for _ in range(5):
