@@ -231,7 +231,8 @@ def test_a_corrupt_snapshot_is_ignored(server, redis_proc):
     p = server(redis_url=redis_proc.url)
     info = p.info()
     assert info.redis_connected
-    assert info.corrupt_entries_ignored == 3  # two history entries and the durations
+    # the fitted state's blob, two history entries and the durations
+    assert info.corrupt_entries_ignored == 4
     (m,) = info.models
-    assert m.history_size == 1
+    assert m.history_size == 1 and m.version == 7  # version numbers are never reused
     assert predict(p.stub(), "hello there").output_tokens > 0
