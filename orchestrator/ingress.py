@@ -176,8 +176,11 @@ class Ingress:
                              open_stream=self._open_stream, release=self._release,
                              prompt_text=prompt.text)
             if self.predictor is not None:  # bounded by the client's deadline
-                run.attach_prediction(await self.predictor.predict(
-                    length_query(req, run, self._max_api_names)))
+                prediction = await self.predictor.predict(length_query(req, run, self._max_api_names))
+                run.attach_prediction(prediction)
+                self.metrics.predictions.inc(tags={
+                    "model": model.name, "source": "fallback" if not prediction.length_model
+                    else "predictor"})
             assignment = await run.admit()
         except AugserveError as exc:
             self.metrics.requests.inc(tags={"endpoint": endpoint, "model": model_name,

@@ -17,6 +17,10 @@ class IngressMetrics:
         self.ttft = metrics.Histogram(
             "augserve_ttft_seconds", description="Time to first token.",
             boundaries=LATENCY_BOUNDARIES_S, tag_keys=("model",))
+        self.predictions = metrics.Counter(
+            "augserve_predictions_total", description="Predictions attached to requests, by "
+            "source: the predictor, or the client's fallback (slow, down or circuit open).",
+            tag_keys=("model", "source"))
         self.e2e = metrics.Histogram(
             "augserve_e2e_seconds", description="End-to-end latency of finished requests.",
             boundaries=LATENCY_BOUNDARIES_S, tag_keys=("model",))
