@@ -19,7 +19,7 @@ from predictor_service.distributions import lognormal
 from predictor_service.durations import DurationModel
 from predictor_service.embedding import EMBEDDING_MODEL
 from predictor_service.features import prompt_text
-from predictor_service.learner import Learner, Sample, make_batch
+from predictor_service.learner import Learner, Sample, is_ready, make_batch
 from predictor_service.length_models import resolve_length_model
 from predictor_service.metrics import PredictorMetrics
 from predictor_service.store import MemoryStore, RedisStore, Snapshot, pack_state
@@ -54,7 +54,8 @@ class PredictorCore:
         self.config = config
         self.clock = clock
         self.model_cls = resolve_length_model(config.length_model)
-        self.model_cls(config)  # fail at start on an unusable checkpoint, not at every Observe
+        # Built once: an unusable classifier checkpoint fails the start, not every Observe.
+        self.base_model = self.model_cls(config)
         self.prior = lognormal(config.prior_output_tokens_p50, config.prior_output_tokens_p90)
         self.learners: dict[str, Learner] = {}
         self.durations = self._new_durations()
@@ -124,7 +125,7 @@ class PredictorCore:
             raise PredictorInputError(
                 f"model: {model!r} would be model number {len(self.learners) + 1}; at most "
                 f"{self.config.max_models} (max_models) are learned")
-        learner = self.learners[model] = Learner(model, self.model_cls, self.config, self.prior)
+        learner = self.learners[model] = Learner(model, self.base_model, self.config)
         return learner
 
     def _check_prompt(self, text: str, ids: tuple[int, ...], prompt_tokens: int) -> int:
@@ -215,7 +216,8 @@ class PredictorCore:
             by_model.setdefault(q.model, []).append(i)
         for model, idx in by_model.items():
             learner = self.learners.get(model)
-            fitted = learner.fitted if learner else None
+            fitted = learner.fitted if learner else (
+                self.base_model if is_ready(self.base_model) else None)
             if fitted is None:
                 for i in idx:
                     out[i] = (self.prior, 0, False)
@@ -223,7 +225,7 @@ class PredictorCore:
             samples = [Sample(queries[i].prompt_text, queries[i].prompt_tokens, 0) for i in idx]
             embed = self.embedder.embed if fitted.uses_embeddings else None
             for i, dist in zip(idx, fitted.predict(make_batch(samples, embed))):
-                out[i] = (dist, learner.version, True)
+                out[i] = (dist, learner.version if learner else 0, True)
         return out
 
     def _assemble(self, q: LengthQuery, dist, version: int, fitted: bool) -> Prediction:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from predictor_service.config import PredictorConfig
-from predictor_service.distributions import LengthDistribution
 from predictor_service.length_models import Batch, LengthModel
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -64,15 +63,19 @@ def make_batch(samples: list[Sample], embed: Embed | None) -> Batch:
                  np.array([s.output_tokens for s in samples], dtype=np.float64))
 
 
+def is_ready(model: LengthModel) -> bool:
+    """Usable before any observation (only a classifier loaded from its checkpoint)."""
+    return bool(getattr(model, "ready", False))
+
+
 class Learner:
-    def __init__(self, model: str, model_cls: type[LengthModel], config: PredictorConfig,
-                 prior: LengthDistribution) -> None:
+    def __init__(self, model: str, base: LengthModel, config: PredictorConfig) -> None:
+        """``base``: the unfitted model, or one already usable (a classifier checkpoint)."""
         self.model = model
         self.config = config
-        self.prior = prior
         self.history: deque[Sample] = deque(maxlen=config.history_size)
-        self.fitted: LengthModel | None = None
-        self.unfitted = model_cls(config)
+        self.fitted: LengthModel | None = base if is_ready(base) else None
+        self.unfitted = base
         self.version = 0
         self.pending = 0
         self.observations_total = 0
@@ -80,8 +83,6 @@ class Learner:
         self.unsaved: deque[Sample] = deque(maxlen=config.history_size)
         self.state_dirty = False
         self.fitting = False
-        if getattr(self.unfitted, "ready", False):  # a classifier from its checkpoint
-            self.fitted = self.unfitted
 
     def add(self, samples: list[Sample]) -> None:
         self.history.extend(samples)

@@ -236,3 +236,26 @@ def test_a_corrupt_snapshot_is_ignored(server, redis_proc):
     (m,) = info.models
     assert m.history_size == 1 and m.version == 7  # version numbers are never reused
     assert predict(p.stub(), "hello there").output_tokens > 0
+
+
+def test_trained_classifier_checkpoint_is_loaded_by_the_server(server, tmp_path):
+    import json
+    import subprocess
+    import sys
+    trace = {f"r{i}": [{"prompt": f"{SHORT} number {i}", "completion": "ok done", "api_time": 1.0,
+                        "api_token": "x"},
+                       {"prompt": f"{LONG} number {i}", "completion": "word " * 300}]
+             for i in range(12)}
+    (tmp_path / "trace.json").write_text(json.dumps(trace))
+    ckpt = tmp_path / "clf.npz"
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "predictor", "train-classifier",
+                          "--trace", str(tmp_path / "trace.json"), "--out", str(ckpt)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["samples"] == 24
+    p = server(length_model="classifier", classifier_checkpoint=str(ckpt))
+    short, long_ = predict(p.stub(), f"{SHORT} number 99"), predict(p.stub(), f"{LONG} number 99")
+    assert short.length_model == "classifier" and not short.fallback  # from the checkpoint
+    assert short.output_tokens < 100 < long_.output_tokens
+    with pytest.raises(RuntimeError, match="did not start"):  # a bad checkpoint fails at start
+        server(length_model="classifier", classifier_checkpoint=str(tmp_path / "missing.npz"))

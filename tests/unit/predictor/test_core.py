@@ -16,7 +16,6 @@ import pytest
 import predictor_service.length_models as length_models
 from predictor_service.config import PredictorConfig
 from predictor_service.core import PredictorCore, PredictorInputError, PredictorUnavailableError
-from predictor_service.distributions import lognormal
 from predictor_service.features import prompt_text
 from predictor_service.learner import Learner, Sample
 from predictor_service.length_models.hashed_linear import HashedLinear
@@ -189,7 +188,7 @@ async def test_answers_keep_query_order_across_batches(make_core):
 def test_learner_due_after_refit_every_or_interval():
     config = PredictorConfig(length_model="hashed-linear", min_history=4, refit_every=6,
                              refit_interval_s=2.0)
-    learner = Learner("m", HashedLinear, config, lognormal(128.0, 512.0))
+    learner = Learner("m", HashedLinear(config), config)
     learner.add([Sample(f"p{i}", 3, 10) for i in range(3)])
     assert not learner.due(100.0)  # below min_history
     learner.add([Sample("p", 3, 10)])
