@@ -16,12 +16,10 @@ import asyncio
 import copy
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from benchmarks.stats import percentile
-from replicas.direct import run_direct
 
 
 async def run_full(base_url: str, model: str, prompt_token_ids: list[int], max_tokens: int,
