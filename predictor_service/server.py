@@ -52,6 +52,9 @@ class PredictorServicer(pb_grpc.PredictorServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except PredictorUnavailableError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except Exception as exc:  # noqa: BLE001 - logged by the batch loop; callers fall back
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"prediction failed: {type(exc).__name__}: {exc}")
 
     async def Predict(self, request, context):
         (p,) = await self._predict([query_from_pb(request)], context)
