@@ -34,7 +34,9 @@ def resolve_slo(slo: str | SLOTarget | None, config: AppConfig) -> SLOSpec | Non
 
 @dataclass
 class Prompt:
-    """The prompt as tokens, and as text when the client sent text (the predictor's input)."""
+    """The prompt as tokens, and as text when the client sent text (the predictor's input:
+    for chat, the messages' contents one per line, without the template's markup, so that
+    the text ends with the latest message as the trace's prompts do)."""
 
     ids: list[int]
     text: str = ""
@@ -69,7 +71,7 @@ def chat_prompt(req: ChatCompletionRequest, model: ServedModel) -> Prompt:
     ids = model.tokenizer.encode(text, add_special_tokens=False)
     if not ids:
         raise InvalidRequestError("messages: the conversation renders to nothing", param="messages")
-    return Prompt(ids, text)
+    return Prompt(ids, "\n".join(m.text() for m in req.messages if m.text()))
 
 
 def augmentation_turns(req: CompletionRequest | ChatCompletionRequest, num_prompt: int,

@@ -51,8 +51,10 @@ class PredictorConfig(StrictModel):
         "regression fallback answers.")
     knn_temperature: float = Field(0.05, gt=0, description="embedding-knn: softmax "
                                    "temperature of neighbour weights over similarity.")
-    embed_max_tokens: int = Field(128, ge=8, le=512, description="Tokens of the prompt the "
-                                  "sentence embedding sees (the rest is truncated).")
+    embed_max_tokens: int = Field(
+        16, ge=8, le=512, description="Tokens at the END of the prompt that the sentence "
+        "embedding sees (about 4 characters each): the latest instruction. 16 was best of "
+        "16-256 on the trace (README).")
     embed_cache_size: int = Field(8192, ge=0, description="Embeddings of recent texts kept.")
     classifier_checkpoint: str | None = Field(
         None, description="classifier: checkpoint (.npz) from `augserve predictor "
