@@ -79,6 +79,10 @@ class AppConfig(StrictModel):
         names = [r.name for r in self.replicas]
         if len(set(names)) != len(names):
             raise ValueError(f"replica deployment names must be unique: {names}")
+        reserved = {"Ingress", "QueueManager", "Predictor"} & set(names)
+        if reserved:
+            raise ValueError(f"replica deployment names {sorted(reserved)} are taken by the "
+                             "application's own deployments")
         paths: dict[str, str] = {}
         for r in self.replicas:
             path = str(r.resolved_model_path())

@@ -99,6 +99,7 @@ class PredictorClient:
         self._pending: deque[pb.Observation] = deque(maxlen=c.max_pending_observations)
         self._flusher: asyncio.Task | None = None
         self._resolving: asyncio.Task | None = None
+        self._closing: set[asyncio.Task] = set()
         self.num_fallbacks = 0
         self.num_observations_dropped = 0
         self.num_observations_sent = 0
@@ -124,15 +125,19 @@ class PredictorClient:
                 logger.warning("predictor not reachable yet: %s", exc)
                 await asyncio.sleep(retry_s)
 
-    def _set_address(self, address: str) -> None:
-        """A new address gets a new channel; calls on the old one finish undisturbed
-        (it is closed with a grace period, never under their feet)."""
-        if address == self._address and self._stub is not None:
+    def _set_address(self, address: str | None, force: bool = False) -> None:
+        """A new address (or ``force``) gets a new channel; calls on the old one finish
+        undisturbed (it is closed with a grace period, never under their feet).  Forced
+        when the circuit opens: an old channel may sit in gRPC's reconnect backoff (up to
+        two minutes) long after the server is back."""
+        if address == self._address and self._stub is not None and not force:
             return
         old, self._channel, self._stub = self._channel, None, None
         self._address = address
         if old is not None:
-            asyncio.get_running_loop().create_task(old.close(grace=OBSERVE_DEADLINE_S))
+            task = asyncio.get_running_loop().create_task(old.close(grace=OBSERVE_DEADLINE_S))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _re_resolve(self) -> None:
         try:
@@ -157,6 +162,7 @@ class PredictorClient:
         channel, self._channel, self._stub = self._channel, None, None
         if channel is not None:
             await channel.close(grace=None)
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     # ---- calls --------------------------------------------------------------------------
     async def _call(self, make_call, breaker: CircuitBreaker, deadline_s: float):
@@ -193,6 +199,7 @@ class PredictorClient:
         if breaker.times_opened > times_opened:  # opened, or re-opened by a failed probe
             logger.warning("predictor unreachable (%s): circuit open for %.1f s",
                            type(exc).__name__, self.config.open_s)
+            self._set_address(self._address, force=True)
             # A restarted server may listen elsewhere (one resolution at a time).
             if self._resolve is not None and (self._resolving is None or self._resolving.done()):
                 self._resolving = asyncio.get_running_loop().create_task(self._re_resolve())
@@ -245,16 +252,21 @@ class PredictorClient:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def flush(self) -> bool:
-        """Send what is buffered now; False when the predictor did not take it."""
+        """Send what is buffered now; False when the predictor did not take it.  A batch
+        the server refuses as a whole (too large a message, too many in one call) is
+        halved and sent again; a single refused observation is dropped."""
+        size = self.config.observe_batch
         while self._pending:
-            batch = [self._pending[i] for i in range(min(self.config.observe_batch,
-                                                         len(self._pending)))]
+            batch = [self._pending[i] for i in range(min(size, len(self._pending)))]
             request = pb.ObserveRequest(observations=batch)
             # Observations are not latency-critical: a longer deadline than predictions.
             reply = await self._call(lambda stub, t: stub.Observe(request, timeout=t),
                                      self.observe_breaker, OBSERVE_DEADLINE_S)
             if reply is None:
                 return False  # kept for the next attempt
+            if reply is _REFUSED and len(batch) > 1:
+                size = len(batch) // 2
+                continue
             # Pop what was sent, not len(batch): observe() may have dropped part of the
             # batch (the oldest) to make room while the call was in flight.
             sent = {id(o) for o in batch}

@@ -32,6 +32,8 @@ MAX_NAME_CHARS = 128
 MAX_API_CALLS = 256
 #: Queries waiting to be evaluated beyond which Predict answers UNAVAILABLE at once.
 MAX_QUEUED_QUERIES_PER_BATCH = 16
+#: After a failed refit, the next attempt waits this long.
+REFIT_RETRY_S = 30.0
 
 
 class PredictorInputError(ValueError):
@@ -294,8 +296,9 @@ class PredictorCore:
             try:
                 fitted, errors = await asyncio.to_thread(learner.fit_job(embed))
             except Exception:  # noqa: BLE001 - keep the old model, try again later
-                logger.exception("refit of model %r failed", learner.model)
-                learner.last_fit_s = self.clock()
+                logger.exception("refit of model %r failed; next try in %.0f s", learner.model,
+                                 REFIT_RETRY_S)
+                learner.not_before_s = self.clock() + REFIT_RETRY_S
                 continue
             finally:
                 learner.fitting = False
@@ -359,16 +362,20 @@ class PredictorCore:
                     logger.warning("ignored %d corrupt history entries of %r", bad, name)
                 # Persisted first, then what this process learned meanwhile (kept if it overflows).
                 room = learner.history.maxlen - len(learner.history)
-                learner.history.extendleft(reversed(old[len(old) - room:] if room > 0 else []))
+                learner.history.extendleft(reversed(old[max(0, len(old) - room):] if room > 0 else []))
                 learner.observations_total += len(old)
                 learner.version = max(learner.version, ms.version)
-                if ms.state is not None and ms.length_model == self.model_cls.name and learner.fitted is None:
+                # Not fitted here yet (a pretrained classifier counts as not fitted: the
+                # persisted model is that checkpoint refined by observations).
+                unfitted = learner.fitted is None or learner.fitted is self.base_model
+                if ms.state is not None and ms.length_model == self.model_cls.name and unfitted:
                     try:
                         learner.fitted = self.model_cls.from_state(self.config, ms.state)
                     except (KeyError, ValueError) as exc:
                         self.metrics.counters.corrupt_snapshots += 1
                         logger.warning("ignoring the unusable fitted state of %r: %s", name, exc)
-                if learner.fitted is None and len(learner.history) >= self.config.min_history:
+                restored_model = ms.state is not None and learner.fitted is not self.base_model
+                if not restored_model and len(learner.history) >= self.config.min_history:
                     learner.pending = max(learner.pending, 1)  # fit what was restored
             except PredictorInputError as exc:
                 logger.warning("not restoring model %r: %s", name, exc)
@@ -395,10 +402,10 @@ class PredictorCore:
     def _restore_durations(self, raw: bytes) -> None:
         """Per API name, the persisted statistics unless this process has more samples."""
         c = self.config
-        try:
+        try:  # read whatever was saved, even under a since-lowered name limit
             persisted = DurationModel.from_dict(json.loads(raw), c.duration_prior_mean_s,
                                                 c.duration_prior_p90_s, c.duration_prior_weight,
-                                                c.max_api_names_tracked).to_dict()
+                                                1 << 30).to_dict()
         except ValueError as exc:
             self.metrics.counters.corrupt_snapshots += 1
             logger.warning("ignoring corrupt duration statistics in redis: %s", exc)
@@ -408,8 +415,9 @@ class PredictorCore:
         for name, stats in local["names"].items():
             if name not in names or stats["count"] > names[name]["count"]:
                 names[name] = stats
+        kept = sorted(names.items(), key=lambda kv: -kv[1]["count"])[:c.max_api_names_tracked]
         merged = {"dropped_names": persisted["dropped_names"] + local["dropped_names"],
-                  "names": dict(list(names.items())[:c.max_api_names_tracked])}
+                  "names": dict(kept)}
         self.durations = DurationModel.from_dict(merged, c.duration_prior_mean_s,
                                                  c.duration_prior_p90_s, c.duration_prior_weight,
                                                  c.max_api_names_tracked)
@@ -417,17 +425,18 @@ class PredictorCore:
 
     async def _persist(self) -> None:
         try:
-            for learner in self.learners.values():
+            for learner in list(self.learners.values()):  # Observe may add models meanwhile
                 if not learner.unsaved and not learner.state_dirty:
                     continue
                 # Take the outbox; observations arriving during the write start a new one.
                 new, learner.unsaved = list(learner.unsaved), deque(maxlen=learner.unsaved.maxlen)
                 fitted = learner.fitted if learner.state_dirty else None
+                version = learner.version  # with `fitted`: a refit may land during the write
                 learner.state_dirty = False
                 try:
                     samples, blob = await asyncio.to_thread(_encode, new, fitted)
                     await self.store.save_model(learner.model, samples, self.config.history_size,
-                                                learner.version, self.model_cls.name, blob)
+                                                version, self.model_cls.name, blob)
                 except BaseException:
                     learner.unsaved = deque(new + list(learner.unsaved), maxlen=learner.unsaved.maxlen)
                     learner.state_dirty = learner.state_dirty or fitted is not None

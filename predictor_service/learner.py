@@ -83,6 +83,7 @@ class Learner:
         self.unsaved: deque[Sample] = deque(maxlen=config.history_size)
         self.state_dirty = False
         self.fitting = False
+        self.not_before_s = 0.0  # no refit before (set after a failed one)
 
     def add(self, samples: list[Sample]) -> None:
         self.history.extend(samples)
@@ -92,6 +93,8 @@ class Learner:
 
     def due(self, now_s: float) -> bool:
         if not self.pending or len(self.history) < self.config.min_history:
+            return False
+        if now_s < self.not_before_s:
             return False
         return (self.pending >= self.config.refit_every
                 or now_s - self.last_fit_s >= self.config.refit_interval_s)

@@ -26,6 +26,7 @@ def test_defaults_and_models():
     {"replicas": [REPLICA], "queue": {"max_queued": 0}},
     {"replicas": [{**REPLICA, "name": "bad name"}]},
     {"replicas": [REPLICA], "predictor": {"server": {"length_model": "oracle"}}},
+    {"replicas": [{**REPLICA, "name": "Predictor"}]},
     {"replicas": [REPLICA], "predictor": {"server": {"nope": 1}}},
     {"replicas": [REPLICA], "predictor": {"client": {"deadline_ms": 0}}},
 ])

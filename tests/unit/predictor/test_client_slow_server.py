@@ -22,6 +22,7 @@ class SlowPredictor(pb_grpc.PredictorServicer):
         self.delay_s = 0.2
         self.observed: list[pb.ObserveRequest] = []
         self.nan = False
+        self.max_observe = 1 << 20
 
     async def Predict(self, request, context):
         await asyncio.sleep(self.delay_s)
@@ -30,6 +31,8 @@ class SlowPredictor(pb_grpc.PredictorServicer):
                                   length_model="slow", predictor_version=1)
 
     async def Observe(self, request, context):
+        if len(request.observations) > self.max_observe:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "message too large")
         self.observed.append(request)
         return pb.ObserveResponse(accepted=len(request.observations))
 
@@ -81,5 +84,20 @@ async def test_observations_are_cut_before_sending(slow_server):
         assert len(text.prompt_text) <= 1003 and text.prompt_tokens == 250_000
         assert len(ids.prompt_token_ids) == 1000 and ids.prompt_token_ids[-1] == 99_999
         assert client.num_observations_sent == 2
+    finally:
+        await client.close()
+
+
+async def test_a_batch_refused_as_too_large_is_halved_until_it_goes(slow_server):
+    servicer, address = slow_server
+    servicer.max_observe = 2
+    client = PredictorClient(ClientConfig(observe_batch=8), address=address)
+    try:
+        for i in range(5):
+            client.observe(Observation("m", f"p{i}", (), 1, (i + 1,)))
+        assert await client.flush()
+        sizes = [len(r.observations) for r in servicer.observed]
+        assert sizes == [2, 2, 1] and client.num_observations_sent == 5
+        assert client.num_observations_rejected == 0
     finally:
         await client.close()

@@ -155,3 +155,41 @@ async def test_an_observation_with_many_calls_to_few_apis_is_accepted():
 def test_a_non_finite_embedding_is_a_corrupt_entry(bad):
     with pytest.raises(ValueError, match="non-finite"):
         Sample.from_json(bad)
+
+
+async def test_restore_keeps_every_persisted_sample_that_fits():
+    old = [Sample(f"old {i}", 2, 10 + i).to_json().encode() for i in range(10)]
+    store = FakeStore(Snapshot(models={"m": ModelSnapshot(history=old)}))
+    core = await core_with(store, history_size=16)  # 10 < room 16 < 2 x 10
+    assert [s.output_tokens for s in core.learners["m"].history] == list(range(10, 20))
+
+
+async def test_a_refined_classifier_is_restored_over_its_checkpoint(tmp_path, monkeypatch):
+    import numpy as np
+
+    import predictor_service.length_models as length_models
+    from predictor_service.length_models.classifier import save_checkpoint
+    monkeypatch.setattr(length_models, "embedding_available", lambda: True)
+    dim = 4 + 2  # embedding + the two dense columns
+    checkpoint, refined = np.zeros((dim, 50)), np.zeros((dim, 50))
+    checkpoint[-1, 25] = 10.0  # the bias says ~255 tokens
+    refined[-1, 40] = 10.0  # refined by observations: ~405 tokens
+    save_checkpoint(tmp_path / "c.npz", checkpoint, "test")
+    snap = Snapshot(models={"m": ModelSnapshot(history=[], version=7, length_model="classifier",
+                                               state={"weights": refined})})
+    store = FakeStore(snap)
+    config = PredictorConfig(length_model="classifier", redis_url="redis://unused",
+                             classifier_checkpoint=str(tmp_path / "c.npz"))
+    core = PredictorCore(config, clock=FakeClock(0.0),
+                         embedder_factory=lambda: type("E", (), {"dim": 4, "embed": staticmethod(
+                             lambda texts: np.ones((len(texts), 4), dtype=np.float32) / 2)})())
+    core.store = store
+    await core.start()
+    try:
+        from predictor_service.types import LengthQuery
+        (p,) = await core.predict([LengthQuery("m", "anything")])
+        assert p.predictor_version == 7 and 400 <= p.output_tokens <= 410
+        (fresh,) = await core.predict([LengthQuery("other", "anything")])  # the checkpoint
+        assert fresh.predictor_version == 0 and 250 <= fresh.output_tokens <= 260
+    finally:
+        await core.stop()
