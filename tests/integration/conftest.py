@@ -37,6 +37,15 @@ class ServedApp:
             time.sleep(0.25)
 
 
+def deployment_actor(deployment: str):
+    """The Ray actor of the single replica of one of the app's deployments."""
+    import ray
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if f"#{deployment}#" in a["name"]]
+    assert len(names) == 1, names
+    return ray.get_actor(names[0], namespace="serve")
+
+
 def test_config(port: int) -> dict:
     raw = yaml.safe_load(serving.DEFAULT_CONFIG.read_text())
     raw = copy.deepcopy(raw)

@@ -11,14 +11,9 @@ import httpx
 import pytest
 import ray
 
+from tests.integration.conftest import deployment_actor
+
 pytestmark = pytest.mark.integration
-
-
-def predictor_actor():
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if "#Predictor#" in a["name"]]
-    assert len(names) == 1, names
-    return ray.get_actor(names[0], namespace="serve")
 
 
 def prediction(app) -> dict:
@@ -30,7 +25,7 @@ def prediction(app) -> dict:
 
 def test_requests_are_served_while_the_predictor_restarts(app):
     assert prediction(app)["length_model"] == "hashed-linear"
-    ray.kill(predictor_actor(), no_restart=False)
+    ray.kill(deployment_actor("Predictor"), no_restart=False)
     with ThreadPoolExecutor(16) as pool:  # a burst during the outage: every one served
         burst = list(pool.map(lambda _: prediction(app), range(16)))
     assert all(p["fallback"] for p in burst)

@@ -10,14 +10,9 @@ import httpx
 import pytest
 import ray
 
+from tests.integration.conftest import deployment_actor
+
 pytestmark = pytest.mark.integration
-
-
-def queue_manager_actor():
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if "#QueueManager#" in a["name"]]
-    assert len(names) == 1, names
-    return ray.get_actor(names[0], namespace="serve")
 
 
 def test_killing_the_queue_manager_loses_no_running_stream(app):
@@ -27,7 +22,7 @@ def test_killing_the_queue_manager_loses_no_running_stream(app):
         with c.stream("POST", "/v1/completions", json=body) as resp:
             lines = resp.iter_lines()
             next(lines)
-            ray.kill(queue_manager_actor(), no_restart=False)
+            ray.kill(deployment_actor("QueueManager"), no_restart=False)
             rest = [line for line in lines if line]
     assert rest[-1] == "data: [DONE]"
     assert '"completion_tokens":400' in rest[-2]
