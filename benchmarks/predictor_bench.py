@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks.client_capacity import free_port
 from benchmarks.predictor_accuracy import evaluate, format_table, split, trace_segments
-from benchmarks.runner import _tokenizer
+from benchmarks.runner import tokenize_fn
 
 DEFAULT_TRACE = "../shared/workloads/mars_multi_api.json"
 
@@ -36,7 +36,7 @@ def add_bench_parsers(bench) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    segments = trace_segments(args.trace, _tokenizer(args.tokenizer))
+    segments = trace_segments(args.trace, tokenize_fn(args.tokenizer))
     if args.bench == "predictor-accuracy":
         reports = [evaluate(segments, int(s)) for s in args.seeds.split(",")]
         for r in reports:
@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
 
 def train_classifier_on_trace(args: argparse.Namespace) -> int:
     from predictor_service.training import train_classifier
-    segments = trace_segments(args.trace, _tokenizer(args.tokenizer))
+    segments = trace_segments(args.trace, tokenize_fn(args.tokenizer))
     result = train_classifier([s.text for s in segments], [s.prompt_tokens for s in segments],
                               [s.output_tokens for s in segments], args.out)
     print(json.dumps(result, indent=2))

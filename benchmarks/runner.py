@@ -38,7 +38,8 @@ def parse_shares(text: str | None) -> dict[str, float]:
     return shares
 
 
-def _tokenizer(path: str | None):
+def tokenize_fn(path: str | None):
+    """text -> token ids with the tokenizer at ``path`` (default: the tiny model)."""
     from transformers import AutoTokenizer
 
     from replicas.config import default_model_path
@@ -53,7 +54,7 @@ def load_workload(spec: str, tokenizer_path: str | None, limit: int | None, seed
         raise WorkloadError(f"workload file not found: {spec}")
     if spec.endswith(".jsonl"):
         return load_jsonl(spec)
-    return load_trace(spec, _tokenizer(tokenizer_path))
+    return load_trace(spec, tokenize_fn(tokenizer_path))
 
 
 def prepare(workload: Workload, *, max_context: int, limit: int | None, seed: int,

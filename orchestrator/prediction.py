@@ -9,7 +9,7 @@ from orchestrator.config import AppConfig
 from orchestrator.outcomes import Outcome
 from orchestrator.protocol import ChatCompletionRequest, CompletionRequest
 from orchestrator.streaming import RequestRun
-from predictor_service.client import PredictorClient
+from predictor_service.client import PredictorClient, resolver
 from predictor_service.types import LengthQuery, Observation
 
 
@@ -20,7 +20,6 @@ def make_client(config: AppConfig, handle: Any) -> PredictorClient | None:
         return None
     cfg = config.predictor.client
     if cfg.address is None and handle is not None:
-        from predictor_service.deployment import resolver
         return PredictorClient(cfg, resolve=resolver(handle))
     return PredictorClient(cfg, address=cfg.address)
 
@@ -36,7 +35,8 @@ def expected_api_names(req: CompletionRequest | ChatCompletionRequest, limit: in
     return tuple(dict.fromkeys(names))[:limit]
 
 
-def length_query(req, run: RequestRun, limit: int) -> LengthQuery:
+def length_query(req: CompletionRequest | ChatCompletionRequest, run: RequestRun,
+                 limit: int) -> LengthQuery:
     r = run.request
     return LengthQuery(model=r.model, prompt_text=run.prompt_text,
                        prompt_token_ids=() if run.prompt_text else tuple(r.prompt_token_ids),

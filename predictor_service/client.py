@@ -20,6 +20,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
@@ -69,6 +70,14 @@ def observation_to_pb(o: Observation) -> pb.Observation:
                           prompt_token_ids=o.prompt_token_ids, prompt_tokens=o.prompt_tokens,
                           output_tokens_per_turn=o.output_tokens_per_turn,
                           api_calls=[pb.ApiCall(name=n, duration_s=d) for n, d in o.api_calls])
+
+
+def resolver(handle: Any) -> Resolve:
+    """The address of the predictor behind a Serve deployment handle (the ``Predictor``
+    deployment answers ``address()``), as the ``resolve`` callable of the client."""
+    async def resolve() -> str:
+        return await asyncio.wait_for(handle.address.remote(), timeout=10.0)
+    return resolve
 
 
 def _bounded(text: str, ids: tuple[int, ...], max_chars: int) -> tuple[str, tuple[int, ...]]:
@@ -210,26 +219,29 @@ class PredictorClient:
         return query_to_pb(LengthQuery(q.model, text, ids, q.prompt_tokens, q.api_names, q.max_tokens))
 
     async def predict(self, query: LengthQuery) -> Prediction:
-        (answer,) = await self.predict_batch([query], single=True)
+        async def call(stub, requests, t):
+            return [await stub.Predict(requests[0], timeout=t)]
+        (answer,) = await self._predict([query], call)
         return answer
 
-    async def predict_batch(self, queries: list[LengthQuery], single: bool = False) -> list[Prediction]:
-        deadline_s = self.config.deadline_ms / 1000.0
+    async def predict_batch(self, queries: list[LengthQuery]) -> list[Prediction]:
+        async def call(stub, requests, t):
+            reply = await stub.PredictBatch(pb.PredictBatchRequest(requests=requests), timeout=t)
+            return list(reply.responses)
+        return await self._predict(queries, call)
+
+    async def _predict(self, queries: list[LengthQuery], call) -> list[Prediction]:
+        """The answers of ``call`` (a list of responses), or the fallback for all."""
         try:
-            if single:
-                request = self._query(queries[0])
-                call = lambda stub, t: stub.Predict(request, timeout=t)  # noqa: E731
-            else:
-                batch = pb.PredictBatchRequest(requests=[self._query(q) for q in queries])
-                call = lambda stub, t: stub.PredictBatch(batch, timeout=t)  # noqa: E731
+            requests = [self._query(q) for q in queries]
         except (ValueError, TypeError) as exc:  # e.g. an id out of int32 range
             logger.warning("predictor query cannot be sent (%s): fallback", exc)
-            reply = None
+            replies = None
         else:
-            reply = await self._call(call, self.breaker, deadline_s)
-        replies = ([reply] if single else list(reply.responses)) \
-            if reply is not None and reply is not _REFUSED else []
-        if len(replies) != len(queries) or not all(_finite(r) for r in replies):
+            replies = await self._call(lambda stub, t: call(stub, requests, t), self.breaker,
+                                       self.config.deadline_ms / 1000.0)
+        if (replies is None or replies is _REFUSED or len(replies) != len(queries)
+                or not all(_finite(r) for r in replies)):
             self.num_fallbacks += len(queries)
             return [fallback_prediction(self.config, q) for q in queries]
         return [prediction_from_pb(r) for r in replies]

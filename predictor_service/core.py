@@ -19,7 +19,7 @@ from predictor_service.distributions import lognormal
 from predictor_service.durations import DurationModel
 from predictor_service.embedding import EMBEDDING_MODEL
 from predictor_service.features import prompt_text
-from predictor_service.learner import Learner, Sample, is_ready, make_batch
+from predictor_service.learner import Learner, Sample, is_ready, make_batch, parse_history
 from predictor_service.length_models import resolve_length_model
 from predictor_service.metrics import PredictorMetrics
 from predictor_service.store import MemoryStore, RedisStore, Snapshot, pack_state
@@ -180,7 +180,6 @@ class PredictorCore:
         self._wakeup.set()
         results = await asyncio.gather(*(p.future for p in pending))
         self.metrics.request("predict", "ok", len(results))
-        self.metrics.counters.predictions += len(results)
         return list(results)
 
     async def _batch_loop(self) -> None:
@@ -256,7 +255,6 @@ class PredictorCore:
                 accepted += 1
             except PredictorInputError as exc:
                 rejected.append(f"observations[{i}]: {exc}")
-        self.metrics.counters.observations += accepted
         self.metrics.request("observe", "ok", accepted)
         if rejected:
             self.metrics.request("observe", "invalid", len(rejected))
@@ -356,7 +354,8 @@ class PredictorCore:
                 continue
             try:
                 learner = self._learner(name, create=True)
-                old, bad = await asyncio.to_thread(self._parse_history, ms.history)
+                old, bad = await asyncio.to_thread(
+                    parse_history, ms.history, self.embedder.dim if self.embedder else None)
                 self.metrics.counters.corrupt_snapshots += bad
                 if bad:
                     logger.warning("ignored %d corrupt history entries of %r", bad, name)
@@ -383,44 +382,18 @@ class PredictorCore:
                 self.metrics.counters.corrupt_snapshots += 1
                 logger.exception("restoring model %r failed; skipped", name)
 
-    def _parse_history(self, raw: list[bytes]) -> tuple[list[Sample], int]:
-        """Worker thread: decoded samples and the number of unusable ones.  An embedding of
-        the wrong size (another embedding model) is dropped and computed again."""
-        out, bad = [], 0
-        dim = self.embedder.dim if self.embedder is not None else None
-        for r in raw:
-            try:
-                sample = Sample.from_json(r)
-            except ValueError:
-                bad += 1
-                continue
-            if sample.embedding is not None and (dim is None or sample.embedding.shape != (dim,)):
-                sample.embedding = None
-            out.append(sample)
-        return out, bad
-
     def _restore_durations(self, raw: bytes) -> None:
         """Per API name, the persisted statistics unless this process has more samples."""
         c = self.config
         try:  # read whatever was saved, even under a since-lowered name limit
             persisted = DurationModel.from_dict(json.loads(raw), c.duration_prior_mean_s,
                                                 c.duration_prior_p90_s, c.duration_prior_weight,
-                                                1 << 30).to_dict()
+                                                1 << 30)
         except ValueError as exc:
             self.metrics.counters.corrupt_snapshots += 1
             logger.warning("ignoring corrupt duration statistics in redis: %s", exc)
             return
-        local = self.durations.to_dict()
-        names = dict(persisted["names"])
-        for name, stats in local["names"].items():
-            if name not in names or stats["count"] > names[name]["count"]:
-                names[name] = stats
-        kept = sorted(names.items(), key=lambda kv: -kv[1]["count"])[:c.max_api_names_tracked]
-        merged = {"dropped_names": persisted["dropped_names"] + local["dropped_names"],
-                  "names": dict(kept)}
-        self.durations = DurationModel.from_dict(merged, c.duration_prior_mean_s,
-                                                 c.duration_prior_p90_s, c.duration_prior_weight,
-                                                 c.max_api_names_tracked)
+        self.durations = self.durations.merged(persisted)
         self.durations_dirty = True
 
     async def _persist(self) -> None:

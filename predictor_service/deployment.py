@@ -1,10 +1,9 @@
 """The predictor inside the Serve application: a deployment (a named Ray actor that Serve
 restarts when it dies or fails its health check) hosting the gRPC server.  Callers learn
-the address with ``handle.address.remote()`` (see :func:`resolver`)."""
+the address with ``handle.address.remote()`` (see :func:`predictor_service.client.resolver`)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ray import serve
@@ -35,9 +34,3 @@ class Predictor:
     async def __del__(self) -> None:
         await self._server.stop(grace_s=2.0)
 
-
-def resolver(handle: Any):
-    """An async callable giving the address of the predictor behind a deployment handle."""
-    async def resolve() -> str:
-        return await asyncio.wait_for(handle.address.remote(), timeout=10.0)
-    return resolve

@@ -208,6 +208,18 @@ class DurationModel:
     def names(self) -> list[str]:
         return list(self._stats)
 
+    def merged(self, other: DurationModel) -> DurationModel:
+        """Per API name the statistics with more samples, of ``self`` or ``other``; at most
+        ``max_names`` names, the busiest kept.  The priors are ``self``'s."""
+        best = dict(other._stats)
+        for name, stats in self._stats.items():
+            if name not in best or stats.count > best[name].count:
+                best[name] = stats
+        m = DurationModel(self.prior_mean_s, self.prior_p90_s, self.prior_weight, self.max_names)
+        m._stats = dict(sorted(best.items(), key=lambda kv: -kv[1].count)[:self.max_names])
+        m.dropped_names = self.dropped_names + other.dropped_names
+        return m
+
     def to_dict(self) -> dict[str, Any]:
         return {"dropped_names": self.dropped_names, "names": {k: v.to_dict() for k, v in self._stats.items()}}
 

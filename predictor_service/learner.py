@@ -50,6 +50,22 @@ class Sample:
         return sample
 
 
+def parse_history(raw: list[bytes], embedding_dim: int | None) -> tuple[list[Sample], int]:
+    """Persisted samples and the number of unusable ones.  An embedding of another size
+    (another embedding model, or none in use) is dropped and computed again when needed."""
+    out, bad = [], 0
+    for r in raw:
+        try:
+            sample = Sample.from_json(r)
+        except ValueError:
+            bad += 1
+            continue
+        if sample.embedding is not None and sample.embedding.shape != (embedding_dim,):
+            sample.embedding = None
+        out.append(sample)
+    return out, bad
+
+
 def make_batch(samples: list[Sample], embed: Embed | None) -> Batch:
     embeddings = None
     if embed is not None:

@@ -55,6 +55,10 @@ class PredictorMetrics:
             return
         if outcome == "invalid":
             self.counters.invalid += n
+        elif outcome == "ok" and method == "predict":
+            self.counters.predictions += n
+        elif outcome == "ok" and method == "observe":
+            self.counters.observations += n
         if self._ray:
             self._ray["requests"].inc(n, tags={"method": method, "outcome": outcome})
 

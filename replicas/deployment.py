@@ -18,9 +18,8 @@ from typing import Any
 from ray import serve
 from ray.serve.config import RequestRouterConfig
 
-from predictor_service.client import PredictorClient
+from predictor_service.client import PredictorClient, resolver
 from predictor_service.config import ClientConfig
-from predictor_service.deployment import resolver
 from replicas.augmented import run_augmented
 from replicas.coalesce import coalesce
 from replicas.direct import run_direct

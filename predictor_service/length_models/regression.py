@@ -7,8 +7,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import lsqr
 
-from predictor_service.distributions import LEVELS, LengthDistribution
-from predictor_service.types import BIN_WIDTH_TOKENS, NUM_BINS
+from predictor_service.distributions import LEVELS, LengthDistribution, from_sorted_rows
 
 
 class LogRegressor:
@@ -32,17 +31,10 @@ class LogRegressor:
         return cls(w, np.quantile(y - x @ w, LEVELS))
 
     def predict(self, x: np.ndarray | sparse.spmatrix) -> list[LengthDistribution]:
-        """Each row's distribution: expm1(mean + residual quantiles), equally weighted (as
-        :func:`from_samples` of those values would give, computed for all rows at once)."""
+        """Each row's distribution: expm1(mean + residual quantiles), equally weighted
+        (rows sorted, as the residual quantiles are)."""
         mu = np.asarray(x @ self.weights).reshape(-1)
-        values = np.expm1(np.clip(mu[:, None] + self.residuals[None, :], 0.0, 20.0))
-        n = values.shape[1]  # sorted along rows: the residuals are sorted quantiles
-        bins = np.minimum(values // BIN_WIDTH_TOKENS, NUM_BINS - 1).astype(np.int64)
-        probs = np.zeros((len(mu), NUM_BINS))
-        np.add.at(probs, (np.repeat(np.arange(len(mu)), n), bins.ravel()), 1.0 / n)
-        i50, i90 = (int(np.ceil(q * n)) - 1 for q in (0.5, 0.9))
-        return [LengthDistribution(float(v[i50]), float(v[i50]), float(v[i90]), p)
-                for v, p in zip(values, probs)]
+        return from_sorted_rows(np.expm1(np.clip(mu[:, None] + self.residuals[None, :], 0.0, 20.0)))
 
     def state(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}weights": self.weights, f"{prefix}residuals": self.residuals}

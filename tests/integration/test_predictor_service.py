@@ -173,6 +173,9 @@ async def test_client_honours_its_deadline_while_the_server_is_stopped(server):
     # The server's own prior is flagged fallback too; the client's fallback names no model.
     try:
         assert (await client.predict(q)).length_model == "hashed-linear"
+        batch = await client.predict_batch([q, LengthQuery(MODEL, "other", max_tokens=3)])
+        assert [b.length_model for b in batch] == ["hashed-linear"] * 2
+        assert batch[1].output_tokens <= 3
         p.pause()  # SIGSTOP: the port accepts, nothing answers
         for _ in range(4):
             t0 = time.perf_counter()

@@ -62,6 +62,16 @@ def test_from_samples_weights_and_clipping():
     assert d.bin_probs[0] == pytest.approx(0.5) and d.bin_probs[30] == pytest.approx(0.5)
 
 
+def test_from_sorted_rows_equals_from_samples_per_row():
+    from predictor_service.distributions import from_sorted_rows
+    rng = np.random.default_rng(0)
+    values = np.sort(np.expm1(rng.normal(4.0, 1.0, size=(50, 99))), axis=1)
+    for batch, row in zip(from_sorted_rows(values), values):
+        one = from_samples(row)
+        assert (batch.p50, batch.p90) == (one.p50, one.p90)
+        assert np.allclose(batch.bin_probs, one.bin_probs)
+
+
 def test_from_bins_interpolates_inside_bins():
     one = from_bins(np.eye(NUM_BINS)[3])
     assert (one.p50, one.p90) == (pytest.approx(35.0), pytest.approx(39.0))
