@@ -35,7 +35,7 @@ def build_app(args: dict[str, Any]) -> Application:
         predictor = Predictor.bind(config.predictor.server.model_dump(mode="json"))
     replicas = {
         r.name: LLMReplica.options(name=r.name).bind(r.model_dump(mode="json"), queue_manager,
-                                                     predictor, client)
+                                                     predictor, client, config.tools)
         for r in config.replicas
     }
     return Ingress.bind(config.model_dump(mode="json"), queue_manager, replicas, predictor)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from predictor_service.config import PredictorAppConfig
@@ -73,6 +75,18 @@ class AppConfig(StrictModel):
                                              description="Named SLO classes.")
     predictor: PredictorAppConfig = Field(default_factory=PredictorAppConfig,
                                           description="Output-length and API-duration predictor.")
+    tools: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Server-side tools by name (replicas.tools: kind http or emulated). When "
+        "any is registered, every tool a chat request offers must be one of them (else 400 "
+        "unknown_tool); augmentation APIs with a registered name run through it.")
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from replicas.tools import parse_tools
+        parse_tools(value)  # raises on a bad tool definition
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> AppConfig:

@@ -47,6 +47,14 @@ class InvalidRequestError(AugserveError):
     code = "invalid_value"
 
 
+class ToolCallFailedError(AugserveError):
+    """A server-side tool configured with ``on_error: fail`` failed or timed out."""
+
+    status_code = 502
+    error_type = "api_error"
+    code = "tool_failed"
+
+
 class ModelNotFoundError(AugserveError):
     status_code = 404
     error_type = "invalid_request_error"

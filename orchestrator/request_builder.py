@@ -90,9 +90,23 @@ def augmentation_turns(req: CompletionRequest | ChatCompletionRequest, num_promp
     return turns
 
 
+def check_tools(req: CompletionRequest | ChatCompletionRequest, config: AppConfig) -> None:
+    """With server-side tools registered, a chat request may offer only those."""
+    offered = getattr(req, "tools", None) or []
+    if not config.tools or not offered:
+        return
+    unknown = [t.function.name for t in offered if t.function.name not in config.tools]
+    if unknown:
+        raise InvalidRequestError(
+            f"tools: {', '.join(repr(n) for n in unknown)} not registered on this server; "
+            f"registered tools: {', '.join(sorted(config.tools))}", param="tools",
+            code="unknown_tool")
+
+
 def build_request(req: CompletionRequest | ChatCompletionRequest, prompt_ids: list[int],
                   model: ServedModel, config: AppConfig, request_id: str) -> BuiltRequest:
     limit = model.max_model_len
+    check_tools(req, config)
     turns = augmentation_turns(req, len(prompt_ids), limit)
     if turns is not None:
         generated = sum(t.generate_tokens for t in turns)

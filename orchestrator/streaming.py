@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.dispatcher import Assignment
-from orchestrator.errors import AugserveError, InvalidRequestError, ReplicaFailedError
+from orchestrator.errors import (AugserveError, InvalidRequestError, ReplicaFailedError,
+                               ToolCallFailedError)
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_policy import QueuedRequest
 from predictor_service.types import Prediction
 from replicas.engine import EngineRequestError
+from replicas.tools import ToolError
 from replicas.types import ReplicaRequest, TokenDelta
 
 logger = logging.getLogger("ray.serve")
@@ -94,6 +96,9 @@ class RequestRun:
                 except EngineRequestError as exc:
                     outcome = Outcome.REJECTED_INVALID
                     raise InvalidRequestError(str(exc)) from None
+                except ToolError as exc:
+                    _cancel(stream)
+                    raise ToolCallFailedError(str(exc)) from None
                 except AugserveError:
                     _cancel(stream)
                     raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -54,6 +54,46 @@ class RoomConfig(StrictModel):
         4, ge=0, description="Most engine-waiting requests; room = max_num_seqs + this.")
 
 
+class ProfilingConfig(StrictModel):
+    """Timing engine steps at start-up to fit ``t_fwd(x) = a·x + c`` (ALGORITHMS.md)."""
+
+    enabled: bool = Field(True, description="Profile the engine at start (else: the defaults "
+                          "below until live steps refine them).")
+    batch_token_counts: list[int] = Field(
+        default_factory=lambda: [16, 64, 256, 512], min_length=2,
+        description="Tokens processed in the timed steps (prefills of these lengths).")
+    repeats: int = Field(3, ge=1, le=20, description="Timed steps per token count (median kept).")
+    default_a_ms_per_token: float = Field(0.05, ge=0, description="a without profiling.")
+    default_c_ms: float = Field(10.0, ge=0, description="c without profiling.")
+    saturation_tokens: int | None = Field(
+        None, ge=1, description="S; default: measured (the flat part of the step-time curve).")
+
+
+class SchedulingConfig(StrictModel):
+    """The replica's policy (replicas.policy) and its pause budget."""
+
+    policy: Literal["fcfs", "infercept", "infercept-oracle", "sjf", "lamps", "lamps-oracle"] = Field(
+        "fcfs", description="Waiting order and KV handling at API calls (README, 'Replica "
+        "policies'); the -oracle ones read the true lengths of benchmark annotations.")
+    rerank_every_steps: int = Field(
+        1, ge=1, description="Recompute scores and re-sort the waiting queue every k steps "
+        "(new requests are placed by their score at once).")
+    starvation_threshold_steps: int | None = Field(
+        100, ge=1, description="A request passed over this many steps goes to the front "
+        "(LAMPS chose 100); null: never.")
+    pause_kv_watermark: float = Field(
+        0.85, gt=0, le=1, description="KV usage above which preserved (paused) sessions are "
+        "demoted to discard, most wasteful first, and no new call is preserved.")
+    reserved_slots: int = Field(
+        1, ge=1, description="Sequence slots that paused sessions may never take (they hold a "
+        "slot each while their API runs).")
+    live_profile: bool = Field(True, description="Refresh a and c from the engine's live "
+                               "step timings once enough varied steps were seen.")
+    budget_check_s: float = Field(0.05, gt=0, le=5, description="Period of the pause-budget check.")
+    profiling: ProfilingConfig = Field(default_factory=ProfilingConfig,
+                                       description="Start-up profiling of the engine.")
+
+
 class ReplicaConfig(StrictModel):
     """One replica deployment: one model on one GPU class."""
 
@@ -70,6 +110,8 @@ class ReplicaConfig(StrictModel):
         20.0, ge=0, le=1000,
         description="Most time between two streamed messages of one request; tokens that "
         "arrive in between are merged (the first and last go at once). 0 sends every delta.")
+    scheduling: SchedulingConfig = Field(default_factory=SchedulingConfig,
+                                         description="Replica policy and pause budget.")
     stats_period_s: float = Field(0.5, gt=0, le=10,
                                   description="How often the replica reports to the queue manager.")
 

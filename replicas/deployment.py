@@ -20,12 +20,17 @@ from ray.serve.config import RequestRouterConfig
 
 from predictor_service.client import PredictorClient, resolver
 from predictor_service.config import ClientConfig
-from replicas.augmented import run_augmented
+from predictor_service.types import LengthQuery, Prediction
 from replicas.coalesce import coalesce
 from replicas.direct import run_direct
 from replicas.config import ReplicaConfig
 from replicas.engine import EngineDeadError, ReplicaEngine, VLLMEngine
-from replicas.types import ReplicaLimits, ReplicaRequest, ReplicaStats, TokenDelta
+from replicas.pause_budget import PauseBudget
+from replicas.policy import BatchLoad, ReplicaProfile, make_policy
+from replicas.profiling import default_profile, profile_engine
+from replicas.tools import ToolExecutor, parse_tools
+from replicas.turns import TurnRunner, outlook_extra, predicted_outlook
+from replicas.types import AugTurn, ReplicaLimits, ReplicaRequest, ReplicaStats, TokenDelta
 
 logger = logging.getLogger("ray.serve")
 
@@ -34,7 +39,7 @@ class ReplicaCore:
     """Everything of the replica except Serve itself (unit-testable with a fake engine)."""
 
     def __init__(self, config: ReplicaConfig, engine: ReplicaEngine, replica_id: str,
-                 deployment: str) -> None:
+                 deployment: str, tools: ToolExecutor | None = None) -> None:
         self.config = config
         self.engine = engine
         self.replica_id = replica_id
@@ -42,14 +47,98 @@ class ReplicaCore:
         self.active: set[str] = set()
         self.num_paused = 0
         self.limits = ReplicaLimits(config.engine.max_num_seqs, config.room.max_waiting_requests)
-        #: The shared predictor's client (LAMPS will ask it at every resume).
+        #: The shared predictor's client: asked again at every resume of a request.
         self.predictor: PredictorClient | None = None
+        sched = config.scheduling
+        self.policy = make_policy(sched.policy)
+        self.profile: ReplicaProfile = default_profile(sched.profiling, engine.kv_bytes_per_token())
+        self.load = BatchLoad()
+        #: The scheduler's latest answer to the "state" utility call.
+        self.engine_state: dict[str, Any] = {}
+        self.budget = PauseBudget(config.engine.max_num_seqs - sched.reserved_slots,
+                                  sched.pause_kv_watermark)
+        self.turns = TurnRunner(engine, self.policy, profile=lambda: self.profile,
+                                load=lambda: self.load, kv_usage=self._kv_usage,
+                                budget=self.budget, tools=tools, tokenize=self._tokenize,
+                                predict=self._predict_resume, on_pause=self._on_pause)
+
+    def _kv_usage(self) -> float:
+        # The stat logger's value is fresh after every engine step (paused sessions' blocks
+        # included); the utility-call state only after the last refresh.
+        return float(self.engine.stats_sink.kv_usage)
+
+    def _tokenize(self, text: str) -> list[int]:
+        tokenize = getattr(self.engine, "tokenize", None)
+        return tokenize(text) if tokenize is not None else []
+
+    async def _predict_resume(self, request: ReplicaRequest, history: list[int],
+                              turn: AugTurn) -> Prediction | None:
+        if self.predictor is None:
+            return None
+        return await self.predictor.predict(LengthQuery(
+            model=request.model, prompt_token_ids=tuple(history[-256:]),
+            prompt_tokens=len(history), api_names=(turn.api_name,) if turn.api_name else (),
+            max_tokens=request.sampling.max_tokens))
+
+    async def start(self) -> None:
+        """Profile the engine and hand the policy to its scheduler."""
+        sched = self.config.scheduling
+        self.profile = await profile_engine(
+            self.engine, sched.profiling, self.config.model_name,
+            self.config.engine.max_model_len or 2048)
+        self.engine_state = await self.engine.scheduler_call({
+            "op": "configure", "policy": self.policy.name, "profile": self.profile.to_json(),
+            "rerank_every_steps": sched.rerank_every_steps,
+            "starvation_threshold_steps": sched.starvation_threshold_steps,
+            "live_profile": sched.live_profile})
+
+    async def refresh(self) -> None:
+        """Pull the scheduler's state: KV, batch load, live profile, scheduling counters."""
+        state = await self.engine.scheduler_call({"op": "state"})
+        self.engine_state = state
+        self.load = BatchLoad(int(state["tokens_in_flight"]), int(state["running_tokens"]))
+        live = state.get("live_profile") or {}
+        if live.get("source") == "live" and self.config.scheduling.live_profile:
+            self.profile = ReplicaProfile(**live)
+
+    async def enforce_budget(self, now_s: float) -> int:
+        """Demote preserved sessions when KV or slots run short; returns how many."""
+        victims = self.budget.to_demote(self._kv_usage(), now_s)
+        for v in victims:
+            await v.demote()
+        if victims:
+            await self.refresh()
+        return len(victims)
+
+    async def budget_loop(self) -> None:
+        """Refresh the scheduler's state and enforce the pause budget, forever (loop edge:
+        one failed round is logged; a dead engine ends the loop)."""
+        period = self.config.scheduling.budget_check_s
+        refresh_every = max(1, int(self.config.stats_period_s / period))
+        n = 0
+        while True:
+            await asyncio.sleep(period)
+            n += 1
+            try:
+                if n % refresh_every == 0 or len(self.budget):
+                    await self.refresh()
+                await self.enforce_budget(time.monotonic())
+            except EngineDeadError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the loop alive
+                logger.warning("pause-budget round failed: %s", exc)
 
     async def generate(self, request: ReplicaRequest) -> AsyncIterator[TokenDelta]:
         self.active.add(request.request_id)
         interval_s = self.config.stream_interval_ms / 1000.0
-        source = (run_augmented(self.engine.generate, request, on_pause=self._on_pause)
-                  if request.augmentation else self.engine.generate(request))
+        if request.augmentation:
+            source = self.turns.run(request)
+        else:
+            extra = None
+            if self.policy.ranks:
+                extra = outlook_extra(predicted_outlook(len(request.prompt_token_ids),
+                                                        request.prediction, None))
+            source = self.engine.generate(request, extra)
         try:
             async for delta in coalesce(source, interval_s):
                 yield delta
@@ -59,8 +148,31 @@ class ReplicaCore:
     def _on_pause(self, paused: bool) -> None:
         self.num_paused += 1 if paused else -1
 
+    def policy_stats(self) -> dict[str, float]:
+        c, st = self.turns.counters, self.engine_state
+        out = {f"calls_{k}": float(c.calls_by_strategy.get(k, 0))
+               for k in ("preserve", "discard", "swap")}
+        out.update({
+            "num_preserved_paused": float(len(self.budget)),
+            "num_demotions": float(self.budget.num_demotions),
+            "recomputed_tokens": float(c.recomputed_tokens),
+            "swapped_bytes": float(c.swapped_bytes),
+            "swap_supported": 0.0,
+            "num_starvation_promotions": float(st.get("num_starvation_promotions", 0)),
+            "score_ms_per_step_p50": float(st.get("score_ms_per_step_p50", 0.0)),
+            "score_ms_per_step_max": float(st.get("score_ms_per_step_max", 0.0)),
+            "profile_a_ms_per_token": self.profile.a_ms_per_token,
+            "profile_c_ms": self.profile.c_ms,
+            "profile_saturation_tokens": float(self.profile.saturation_tokens),
+        })
+        return out
+
     def stats(self, engine_alive: bool = True) -> ReplicaStats:
         sink = self.engine.stats_sink
+        extra = {"pid": float(os.getpid()),
+                 "kv_bytes_per_token": float(self.engine.kv_bytes_per_token()),
+                 "num_preempted_total": float(sink.num_preempted_total)}
+        extra.update(self.policy_stats())
         return ReplicaStats(
             replica_id=self.replica_id, deployment=self.deployment,
             gpu_class=self.config.gpu_class, model=self.config.model_name, limits=self.limits,
@@ -72,9 +184,7 @@ class ReplicaCore:
             num_output_tokens_total=sink.throughput.total_tokens,
             engine_alive=engine_alive, reported_at_s=time.time(),
             predictor_address=self.predictor.address if self.predictor else None,
-            extra={"pid": float(os.getpid()),
-                   "kv_bytes_per_token": float(self.engine.kv_bytes_per_token()),
-                   "num_preempted_total": float(sink.num_preempted_total)})
+            extra=extra)
 
 
 @serve.deployment(
@@ -90,11 +200,16 @@ class ReplicaCore:
 )
 class LLMReplica:
     async def __init__(self, config: dict[str, Any], queue_manager: Any = None,
-                       predictor: Any = None, predictor_client: dict[str, Any] | None = None) -> None:
+                       predictor: Any = None, predictor_client: dict[str, Any] | None = None,
+                       tools: dict[str, Any] | None = None) -> None:
         cfg = ReplicaConfig.model_validate(config)
         ctx = serve.get_replica_context()
         engine = VLLMEngine(cfg)
-        self._core = ReplicaCore(cfg, engine, ctx.replica_id.unique_id, ctx.deployment)
+        executor = ToolExecutor(parse_tools(tools or {}))
+        self._core = ReplicaCore(cfg, engine, ctx.replica_id.unique_id, ctx.deployment, executor)
+        await self._core.start()
+        loop = asyncio.get_running_loop()
+        self._budget_task = loop.create_task(self._budget_loop())
         if predictor is not None or (predictor_client or {}).get("address"):
             # The replica's own client of the shared predictor (LAMPS asks it at every
             # resume); it learns the address now, off the request path.
@@ -152,6 +267,17 @@ class LLMReplica:
             logger.warning("a report to the queue manager was cancelled")
         except Exception as exc:  # noqa: BLE001 - reporting is best effort
             logger.warning("could not report to the queue manager: %s", exc)
+
+    async def _budget_loop(self) -> None:
+        try:
+            await self._core.budget_loop()
+        except EngineDeadError:
+            self._engine_alive = False
+
+    async def scheduler_state(self) -> dict[str, Any]:
+        """The engine scheduler's state (tests and operators)."""
+        await self._core.refresh()
+        return dict(self._core.engine_state)
 
     async def _report_loop(self) -> None:
         period = self._core.config.stats_period_s

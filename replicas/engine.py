@@ -4,12 +4,13 @@ Unit tests implement the same protocol with a fake; integration tests use the re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 
 from replicas.config import ReplicaConfig
@@ -17,6 +18,9 @@ from replicas.engine_stats import EngineStatsSink, make_stat_logger_factory
 from replicas.types import ReplicaRequest, SamplingSpec, TokenDelta
 
 logger = logging.getLogger(__name__)
+
+#: The replica's scheduler subclass, imported inside the engine process.
+SCHEDULER_CLS = "replicas.vllm_scheduler.AugserveScheduler"
 
 
 class EngineRequestError(Exception):
@@ -30,7 +34,8 @@ class EngineDeadError(Exception):
 class ReplicaEngine(Protocol):
     stats_sink: EngineStatsSink
 
-    def generate(self, request: ReplicaRequest) -> AsyncIterator[TokenDelta]: ...
+    def generate(self, request: ReplicaRequest,
+                 extra_args: dict[str, Any] | None = None) -> AsyncIterator[TokenDelta]: ...
 
     async def abort(self, request_id: str) -> None: ...
 
@@ -38,7 +43,21 @@ class ReplicaEngine(Protocol):
 
     def kv_bytes_per_token(self) -> int: ...
 
+    def open_session(self, request_id: str, priority: int = 0) -> EngineSession: ...
+
+    async def scheduler_call(self, payload: dict[str, Any]) -> dict[str, Any]: ...
+
     def shutdown(self) -> None: ...
+
+
+class EngineSession(Protocol):
+    """A streaming-input session: its turns share one engine request and its KV, which
+    stays allocated between turns (the *preserve* strategy) until :meth:`close`."""
+
+    def turn(self, token_ids: list[int], spec: SamplingSpec,
+             extra_args: dict[str, Any] | None = None) -> AsyncIterator[TokenDelta]: ...
+
+    async def close(self) -> None: ...
 
 
 def engine_args_dict(config: ReplicaConfig) -> dict[str, Any]:
@@ -53,6 +72,7 @@ def engine_args_dict(config: ReplicaConfig) -> dict[str, Any]:
         "seed": e.seed,
         "enable_prefix_caching": e.enable_prefix_caching,
         "scheduling_policy": "priority",
+        "scheduler_cls": SCHEDULER_CLS,
         "kv_cache_memory_bytes": int(e.kv_cache_gib * (1 << 30)),
         "disable_log_stats": True,
     }
@@ -72,7 +92,7 @@ def validate_engine_args(args: dict[str, Any]) -> None:
         raise ValueError(f"unknown vLLM engine arguments: {unknown}")
 
 
-def to_sampling_params(spec: SamplingSpec) -> Any:
+def to_sampling_params(spec: SamplingSpec, extra_args: dict[str, Any] | None = None) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
     return SamplingParams(
@@ -82,7 +102,27 @@ def to_sampling_params(spec: SamplingSpec) -> Any:
         logit_bias=dict(spec.logit_bias) if spec.logit_bias else None,
         presence_penalty=spec.presence_penalty, frequency_penalty=spec.frequency_penalty,
         repetition_penalty=spec.repetition_penalty, skip_special_tokens=spec.skip_special_tokens,
-        output_kind=RequestOutputKind.DELTA)
+        output_kind=RequestOutputKind.DELTA, extra_args=extra_args)
+
+
+def to_delta(out: Any) -> TokenDelta:
+    c = out.outputs[0]
+    return TokenDelta(text=c.text, token_ids=list(c.token_ids), finish_reason=c.finish_reason,
+                      stop_reason=c.stop_reason, num_prompt_tokens=len(out.prompt_token_ids or ()),
+                      num_cached_tokens=out.num_cached_tokens or 0)
+
+
+@contextlib.contextmanager
+def engine_errors() -> Iterator[None]:
+    """vLLM's per-request errors → EngineRequestError; a dead engine → EngineDeadError."""
+    from vllm.exceptions import VLLMClientError
+    from vllm.v1.engine.exceptions import EngineDeadError as VllmDead
+    try:
+        yield
+    except (VLLMClientError, ValueError, TypeError, OverflowError) as exc:
+        raise EngineRequestError(str(exc)) from None
+    except VllmDead as exc:
+        raise EngineDeadError(str(exc)) from None
 
 
 class VLLMEngine:
@@ -121,28 +161,26 @@ class VLLMEngine:
     def kv_bytes_per_token(self) -> int:
         return self._kv_bytes_per_token
 
-    async def generate(self, request: ReplicaRequest) -> AsyncIterator[TokenDelta]:
-        from vllm.exceptions import VLLMClientError
-        from vllm.v1.engine.exceptions import EngineDeadError as VllmDead
-
-        try:
-            params = to_sampling_params(request.sampling)
-        except (VLLMClientError, ValueError, TypeError, OverflowError) as exc:
-            raise EngineRequestError(str(exc)) from None
-        try:
+    async def generate(self, request: ReplicaRequest,
+                       extra_args: dict[str, Any] | None = None) -> AsyncIterator[TokenDelta]:
+        with engine_errors():
+            params = to_sampling_params(request.sampling, extra_args)
             stream = self._engine.generate({"prompt_token_ids": request.prompt_token_ids},
                                            params, request.request_id, priority=request.priority)
             async with contextlib.aclosing(stream):
                 async for out in stream:
-                    c = out.outputs[0]
-                    yield TokenDelta(text=c.text, token_ids=list(c.token_ids),
-                                     finish_reason=c.finish_reason, stop_reason=c.stop_reason,
-                                     num_prompt_tokens=len(out.prompt_token_ids or ()),
-                                     num_cached_tokens=out.num_cached_tokens or 0)
-        except VLLMClientError as exc:
-            raise EngineRequestError(str(exc)) from None
-        except VllmDead as exc:
-            raise EngineDeadError(str(exc)) from None
+                    yield to_delta(out)
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self._engine.get_tokenizer().encode(text, add_special_tokens=False))
+
+    def open_session(self, request_id: str, priority: int = 0) -> VLLMSession:
+        return VLLMSession(self._engine, request_id, priority)
+
+    async def scheduler_call(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The engine-core utility call answered by ``AugserveScheduler.__call__``."""
+        with engine_errors():
+            return await self._engine.engine_core.call_utility_async("scheduler", payload)
 
     async def abort(self, request_id: str) -> None:
         await self._engine.abort(request_id)
@@ -165,3 +203,55 @@ class VLLMEngine:
             engine.shutdown()
             del engine
             gc.collect()
+
+
+class VLLMSession:
+    """:class:`EngineSession` on vLLM's streaming input (``StreamingInput`` chunks fed to one
+    ``generate`` call).  A turn ends on its ``finish_reason`` while the request lives on in
+    ``WAITING_FOR_STREAMING_REQ`` holding its KV; vLLM drops the turn's last sampled token
+    from the context, so the caller sends it again at the start of the next chunk.
+    Closing the output stream aborts the request, which frees its blocks."""
+
+    def __init__(self, engine: Any, request_id: str, priority: int) -> None:
+        self._engine = engine
+        self.request_id = request_id
+        self._priority = priority
+        self._inputs: asyncio.Queue[Any] = asyncio.Queue()
+        self._out: Any = None
+        self.closed = False
+
+    async def _input_stream(self) -> AsyncIterator[Any]:
+        while (item := await self._inputs.get()) is not None:
+            yield item
+
+    async def turn(self, token_ids: list[int], spec: SamplingSpec,
+                   extra_args: dict[str, Any] | None = None) -> AsyncIterator[TokenDelta]:
+        from vllm.engine.protocol import StreamingInput
+        assert not self.closed, "turn on a closed session"
+        with engine_errors():
+            params = to_sampling_params(spec, extra_args)
+            # vLLM extends the first chunk's list in place: always hand over a copy.
+            await self._inputs.put(StreamingInput({"prompt_token_ids": list(token_ids)}, params))
+            if self._out is None:
+                self._out = self._engine.generate(self._input_stream(), params, self.request_id,
+                                                  priority=self._priority)
+            while True:
+                try:
+                    out = await self._out.__anext__()
+                except StopAsyncIteration:
+                    self.closed = True
+                    return
+                delta = to_delta(out)
+                turn_ended = delta.finish_reason is not None  # the caller may retag delta
+                yield delta
+                if turn_ended:
+                    if out.finished:
+                        self.closed = True
+                    return
+
+    async def close(self) -> None:
+        """End the session and free its KV (idempotent)."""
+        self.closed = True
+        out, self._out = self._out, None
+        if out is not None:
+            await out.aclose()

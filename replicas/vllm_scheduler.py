@@ -44,12 +44,14 @@ class AugserveScheduler(Scheduler):
         self.fit = OnlineFit(self.profile)
         self.guard = StarvationGuard(100)
         self.rerank_every_steps = 1
+        self.live_profile = True
         self._scores: dict[str, float | None] = {}
         self._load = BatchLoad()
         self._steps = 0
         self._step_started: float | None = None
         self._step_tokens = 0
         self.score_s_per_step: deque[float] = deque(maxlen=512)
+        self.recent_steps: deque[tuple[int, float]] = deque(maxlen=256)
         self.num_rescored_total = 0
         waiting = RankedQueue(self._key)
         for request in self.waiting:
@@ -75,8 +77,9 @@ class AugserveScheduler(Scheduler):
         started = time.perf_counter()
         self._steps += 1
         if self.policy.ranks and self._steps % self.rerank_every_steps == 0 and self.waiting:
-            self._load = BatchLoad(self._step_tokens,
-                                   sum(r.num_computed_tokens for r in self.running))
+            self._load = self._batch_load()
+            if self.live_profile:
+                self.profile = self.fit.current()
             self._scores.clear()
             self.waiting.rekey()  # type: ignore[attr-defined]
         before = {id(r) for r in self.waiting}
@@ -106,7 +109,9 @@ class AugserveScheduler(Scheduler):
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         if self._step_started is not None:
-            self.fit.add(self._step_tokens, (time.perf_counter() - self._step_started) * 1000)
+            step_ms = (time.perf_counter() - self._step_started) * 1000
+            self.fit.add(self._step_tokens, step_ms)
+            self.recent_steps.append((self._step_tokens, step_ms))
             self._step_started = None
         return super().update_from_output(scheduler_output, model_runner_output)
 
@@ -117,6 +122,9 @@ class AugserveScheduler(Scheduler):
             self._scores.pop(rid, None)
         return super().finish_requests(request_ids, finished_status)
 
+    def _batch_load(self) -> BatchLoad:
+        return BatchLoad(self._step_tokens, sum(r.num_computed_tokens for r in self.running))
+
     # -- the replica's utility call -----------------------------------------------------
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         op = payload.get("op")
@@ -126,11 +134,15 @@ class AugserveScheduler(Scheduler):
             self.fit = OnlineFit(self.profile)
             self.guard = StarvationGuard(payload.get("starvation_threshold_steps"))
             self.rerank_every_steps = int(payload.get("rerank_every_steps", 1))
+            self.live_profile = bool(payload.get("live_profile", True))
             self._scores.clear()
             self.waiting.rekey()  # type: ignore[attr-defined]
             return self._state()
         if op == "state":
             return self._state()
+        if op == "steps":  # (tokens, ms) of the steps since the last call (profiling)
+            steps, self.recent_steps = list(self.recent_steps), deque(maxlen=256)
+            return {"steps": steps}
         raise ValueError(f"unknown scheduler utility op {op!r}")
 
     def _state(self) -> dict[str, Any]:
@@ -146,6 +158,8 @@ class AugserveScheduler(Scheduler):
             "num_kv_holding_waiting": len(self.kv_holding_waiting),
             "num_paused_sessions": int(self.num_waiting_for_streaming_input),
             "max_num_seqs": int(self.max_num_active_reqs),
+            "tokens_in_flight": self._step_tokens,
+            "running_tokens": self._batch_load().running_tokens,
             "num_starvation_promotions": self.guard.num_promotions,
             "num_steps": self._steps,
             "score_ms_per_step_p50": 1000 * times[len(times) // 2] if times else 0.0,
