@@ -86,6 +86,18 @@ def test_prompt_plus_max_tokens_beyond_context_is_400(app):
         {"role": "user", "content": too_long}]}), 400, "messages", "context_length_exceeded")
 
 
+def test_a_tool_that_is_not_registered_is_400(app):
+    tool = {"type": "function", "function": {"name": "delete_everything", "parameters": {}}}
+    err = assert_error(post(app, CHAT, {"model": app.model, "max_tokens": 4, "tools": [tool],
+                                        "messages": [{"role": "user", "content": "hi"}]}),
+                       400, "tools", "unknown_tool")
+    assert "'delete_everything'" in err["message"] and "lookup" in err["message"]
+    ok = dict(tool, function={"name": "lookup", "parameters": {}})
+    r = post(app, CHAT, {"model": app.model, "max_tokens": 4, "tools": [ok],
+                         "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+
+
 def test_unknown_model_is_404(app):
     assert_error(post(app, CMPL, {"model": "gpt-9", "prompt": "x"}), 404, "model", "model_not_found")
 

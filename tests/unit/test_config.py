@@ -3,7 +3,8 @@ from pydantic import ValidationError
 
 from predictor_service.config import ClientConfig, PredictorAppConfig, PredictorConfig
 from orchestrator.config import AppConfig, QueueConfig
-from replicas.config import EngineConfig, ReplicaConfig
+from replicas.config import EngineConfig, ProfilingConfig, ReplicaConfig, SchedulingConfig
+from replicas.tools import EmulatedToolConfig, HttpToolConfig
 
 REPLICA = {"name": "r1", "gpu_class": "large"}
 
@@ -29,6 +30,10 @@ def test_defaults_and_models():
     {"replicas": [{**REPLICA, "name": "Predictor"}]},
     {"replicas": [REPLICA], "predictor": {"server": {"nope": 1}}},
     {"replicas": [REPLICA], "predictor": {"client": {"deadline_ms": 0}}},
+    {"replicas": [dict(REPLICA, scheduling={"policy": "nope"})]},
+    {"replicas": [dict(REPLICA, scheduling={"reserved_slots": 0})]},
+    {"replicas": [REPLICA], "tools": {"t": {"kind": "http", "url": "ftp://x"}}},
+    {"replicas": [REPLICA], "tools": {"bad name!": {"kind": "emulated"}}},
 ])
 def test_rejects_bad_config(bad):
     with pytest.raises(ValidationError):
@@ -37,6 +42,7 @@ def test_rejects_bad_config(bad):
 
 def test_every_field_is_described():
     for model in (AppConfig, QueueConfig, ReplicaConfig, EngineConfig, PredictorAppConfig,
-                  PredictorConfig, ClientConfig):
+                  PredictorConfig, ClientConfig, SchedulingConfig, ProfilingConfig,
+                  HttpToolConfig, EmulatedToolConfig):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
