@@ -111,6 +111,8 @@ def run_once(url: str, info: dict[str, Any], workload: Workload, rate: float, ou
 def main_run(args: argparse.Namespace) -> int:
     try:
         info = asyncio.run(probe(args.url))  # an unreachable URL fails before any work
+        if args.time_scale is None:
+            args.time_scale = 1.0
         workload = load_workload(args.workload, args.tokenizer, args.limit, args.seed)
         run_once(args.url, info, workload, args.rate, Path(args.out), args, args.config_label)
     except (WorkloadError, EndpointError) as exc:
@@ -119,9 +121,28 @@ def main_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_defaults(config_path: str) -> dict:
+    """The ``bench`` block of a Serve config's application args (empty when absent)."""
+    import yaml
+    raw = yaml.safe_load(Path(config_path).read_text()) or {}
+    apps = raw.get("applications") or [{}]
+    return dict((apps[0].get("args") or {}).get("bench") or {})
+
+
 def main_compare(args: argparse.Namespace) -> int:
     from orchestrator import serving
     configs = [c for c in args.configs.split(",") if c]
+    try:
+        defaults = compare_defaults(configs[0]) if configs else {}
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.rates is None:
+        args.rates = ",".join(str(r) for r in defaults.get("rates", [1, 2, 4]))
+    if args.time_scale is None:
+        args.time_scale = float(defaults.get("time_scale", 1.0))
+    if args.limit is None:
+        args.limit = defaults.get("limit")
     rates = [float(r) for r in args.rates.split(",")]
     out = Path(args.out)
     try:  # fail on a bad workload before starting any deployment
@@ -154,9 +175,11 @@ def main_compare(args: argparse.Namespace) -> int:
 def add_workload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", required=True,
                    help="trace .json (LAMPS format), workload .jsonl, or 'infercept'")
-    p.add_argument("--limit", type=int, default=None, help="requests drawn by --seed")
-    p.add_argument("--time-scale", type=float, default=1.0,
-                   help="multiply API durations and arrival gaps by this factor")
+    p.add_argument("--limit", type=int, default=None,
+                   help="requests drawn by --seed (compare: default the config's bench.limit)")
+    p.add_argument("--time-scale", type=float, default=None,
+                   help="multiply API durations and arrival gaps by this factor (default: the "
+                   "first config's bench.time_scale in compare, else 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arrival", choices=["poisson", "gamma"], default="poisson")
     p.add_argument("--cv", type=float, default=2.0, help="gamma arrivals: coefficient of variation")

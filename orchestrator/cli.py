@@ -47,6 +47,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.bench.startswith("predictor-"):
         from benchmarks.predictor_bench import main as predictor_main
         return predictor_main(args)
+    if args.bench == "lamps-overhead":
+        from benchmarks.lamps_overhead import main as lamps_overhead_main
+        return lamps_overhead_main(args)
     if args.bench == "client":
         from benchmarks.client_capacity import main as client_main
         return client_main(args)
@@ -105,10 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = bench.add_parser("compare", help="deploy each Serve config, replay at each rate")
     add_workload_args(c)
     c.add_argument("--configs", required=True, help="comma-separated Serve config files")
-    c.add_argument("--rates", default="1,2,4")
+    c.add_argument("--rates", default=None,
+                   help="comma-separated (default: the first config's bench.rates, else 1,2,4)")
     c.add_argument("--out", required=True)
     from benchmarks.predictor_bench import add_bench_parsers
     add_bench_parsers(bench)
+    from benchmarks.lamps_overhead import add_parser as add_lamps_overhead
+    add_lamps_overhead(bench)
     k = bench.add_parser("client", help="open-loop rate the load client sustains")
     k.add_argument("--rates", default="250,500,1000")
     k.add_argument("--seconds", type=float, default=5.0)

@@ -65,6 +65,16 @@ class IngressConfig(StrictModel):
     max_stop_sequences: int = Field(8, ge=0, description="Most stop strings per request.")
 
 
+class BenchDefaults(StrictModel):
+    """What ``augserve bench compare`` replays against this config when its command line
+    does not say (the server itself ignores this block)."""
+
+    time_scale: float = Field(1.0, gt=0, description="Multiplies API durations and gaps.")
+    rates: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0], min_length=1,
+                               description="Arrival rates (req/s of trace time) to replay.")
+    limit: int | None = Field(None, ge=1, description="Requests drawn from the workload.")
+
+
 class AppConfig(StrictModel):
     """Everything the application builder needs."""
 
@@ -75,6 +85,8 @@ class AppConfig(StrictModel):
                                              description="Named SLO classes.")
     predictor: PredictorAppConfig = Field(default_factory=PredictorAppConfig,
                                           description="Output-length and API-duration predictor.")
+    bench: BenchDefaults | None = Field(
+        None, description="Defaults of the benchmark compare runner for this config.")
     tools: dict[str, Any] = Field(
         default_factory=dict,
         description="Server-side tools by name (replicas.tools: kind http or emulated). When "

@@ -103,6 +103,16 @@ def check_tools(req: CompletionRequest | ChatCompletionRequest, config: AppConfi
             code="unknown_tool")
 
 
+def server_tools(req: CompletionRequest | ChatCompletionRequest, config: AppConfig,
+                 turns: object) -> tuple[str, ...]:
+    """The registered tools a chat request offers, which the replica then runs itself
+    (none for augmented requests, whose calls the annotation gives)."""
+    offered = getattr(req, "tools", None) or []
+    if not config.tools or turns is not None or getattr(req, "tool_choice", None) == "none":
+        return ()
+    return tuple(t.function.name for t in offered)
+
+
 def build_request(req: CompletionRequest | ChatCompletionRequest, prompt_ids: list[int],
                   model: ServedModel, config: AppConfig, request_id: str) -> BuiltRequest:
     limit = model.max_model_len
@@ -176,5 +186,5 @@ def _build(req: CompletionRequest | ChatCompletionRequest, prompt_ids: list[int]
     replica = ReplicaRequest(request_id=request_id, model=model.name, prompt_token_ids=prompt_ids,
                              sampling=sampling, priority=req.priority, slo=slo,
                              session_id=req.session_id, arrival_time_s=time.time(),
-                             augmentation=turns)
+                             augmentation=turns, tool_names=server_tools(req, config, turns))
     return BuiltRequest(queued, replica)

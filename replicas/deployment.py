@@ -28,6 +28,7 @@ from replicas.engine import EngineDeadError, ReplicaEngine, VLLMEngine
 from replicas.pause_budget import PauseBudget
 from replicas.policy import BatchLoad, ReplicaProfile, make_policy
 from replicas.profiling import default_profile, profile_engine
+from replicas.tool_calls import ToolCallParser
 from replicas.tools import ToolExecutor, parse_tools
 from replicas.turns import TurnRunner, outlook_extra, predicted_outlook
 from replicas.types import AugTurn, ReplicaLimits, ReplicaRequest, ReplicaStats, TokenDelta
@@ -60,7 +61,16 @@ class ReplicaCore:
         self.turns = TurnRunner(engine, self.policy, profile=lambda: self.profile,
                                 load=lambda: self.load, kv_usage=self._kv_usage,
                                 budget=self.budget, tools=tools, tokenize=self._tokenize,
-                                predict=self._predict_resume, on_pause=self._on_pause)
+                                predict=self._predict_resume, on_pause=self._on_pause,
+                                parser=self._parser(engine, tools),
+                                max_tool_rounds=config.max_tool_rounds)
+
+    @staticmethod
+    def _parser(engine: ReplicaEngine, tools: ToolExecutor | None) -> ToolCallParser | None:
+        tokenizer = getattr(engine, "tokenizer", None)
+        if tools is None or not tools.names or tokenizer is None:
+            return None
+        return ToolCallParser(tokenizer)
 
     def _kv_usage(self) -> float:
         # The stat logger's value is fresh after every engine step (paused sessions' blocks
@@ -133,6 +143,8 @@ class ReplicaCore:
         interval_s = self.config.stream_interval_ms / 1000.0
         if request.augmentation:
             source = self.turns.run(request)
+        elif request.tool_names and self.turns.parser is not None:
+            source = self.turns.run_tools(request)
         else:
             extra = None
             if self.policy.ranks:

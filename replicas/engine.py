@@ -171,6 +171,10 @@ class VLLMEngine:
                 async for out in stream:
                     yield to_delta(out)
 
+    @property
+    def tokenizer(self) -> Any:
+        return self._engine.get_tokenizer()
+
     def tokenize(self, text: str) -> list[int]:
         return list(self._engine.get_tokenizer().encode(text, add_special_tokens=False))
 

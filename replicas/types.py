@@ -64,6 +64,9 @@ class ReplicaRequest:
     augmentation: tuple[AugTurn, ...] | None = None
     #: The predictor's estimate at arrival (None when the predictor is disabled).
     prediction: Prediction | None = None
+    #: Registered server-side tools the request offers: the replica stops a turn on
+    #: ``</tool_call>``, runs the parsed calls and resumes (empty: no server-side tools).
+    tool_names: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -49,3 +49,15 @@ def test_a_predictor_deployment_the_app_does_not_create_is_named(tmp_path, predi
         d for d in raw["applications"][0]["deployments"] if d["name"] != "Predictor"]
     bad.write_text(yaml.safe_dump(raw))
     load_serve_config(bad)
+
+
+def test_the_five_lamps_bench_configs_differ_only_in_the_policy():
+    policies = ["fcfs", "infercept", "sjf", "lamps", "lamps-oracle"]
+    raws = {p: yaml.safe_load((REPO_ROOT / "deploy" / "serve" / f"bench-{p}.yaml").read_text())
+            for p in policies}
+    for p, raw in raws.items():
+        replica = raw["applications"][0]["args"]["replicas"][0]
+        assert replica["scheduling"].pop("policy") == p
+    first = raws["fcfs"]
+    assert all(raw == first for raw in raws.values())
+    assert first["applications"][0]["args"]["bench"]["rates"]  # compare's defaults live here

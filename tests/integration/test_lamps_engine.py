@@ -14,6 +14,7 @@ from predictor_service.types import Prediction
 from replicas.config import ReplicaConfig
 from replicas.deployment import ReplicaCore
 from replicas.engine import VLLMEngine
+from replicas.tool_calls import ToolCallParser
 from replicas.tools import ToolExecutor, ToolFailedError, parse_tools
 from replicas.types import AugTurn, ReplicaRequest, SamplingSpec
 
@@ -263,4 +264,44 @@ async def test_http_tools_are_called_and_fail_as_documented(harness, tool_server
         assert (await _idle(harness))["kv_usage"] == 0.0
     finally:
         harness.core.turns.tools = old
+        await tools.close()
+
+
+async def test_a_tool_call_the_model_writes_is_run_and_generation_resumes(harness, tool_server):
+    """Detection (a): the turn stops on the id of </tool_call>; vLLM's hermes parser reads
+    the call; the HTTP tool runs; its result enters the context; the next turn resumes
+    under the policy's strategy.  (The random model is steered: the call's text is in the
+    prompt's open assistant turn and a logit bias makes </tool_call> its next token.)"""
+    base, calls = tool_server
+    tools = ToolExecutor(parse_tools({"weather": {"kind": "http", "url": f"{base}/weather"}}))
+    core = harness.core
+    old_tools, old_parser = core.turns.tools, core.turns.parser
+    core.turns.tools, core.turns.parser = tools, ToolCallParser(core.engine.tokenizer)
+    try:
+        await harness.configure("infercept")
+        end_id = core.turns.parser.end_id
+        prompt = core._tokenize("<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>"
+                                'assistant\n<tool_call>\n{"name": "weather", "arguments": '
+                                '{"city": "Paris"}}\n')
+        req = ReplicaRequest("tc", "tiny-llama", prompt,
+                             SamplingSpec(max_tokens=6, logit_bias={end_id: 100.0}),
+                             tool_names=("weather",))
+        before = len(calls)
+        out = await harness.run(req)
+        events = [d.info["api_call"] for d in out if d.info and "api_call" in d.info]
+        turns = out[-1].info["turns"]
+        assert len(calls) == before + 1
+        assert calls[-1]["name"] == "weather" and calls[-1]["arguments"] == {"city": "Paris"}
+        assert events and events[0]["name"] == "weather"
+        assert events[0]["calls"] == [{"name": "weather", "arguments": {"city": "Paris"}}]
+        assert len(turns) == 2 and turns[0]["api_name"] == "weather"
+        assert turns[0]["strategy"] in ("preserve", "discard") and turns[0]["tool_error"] is None
+        reply = core._tokenize('<|im_end|>\n<|im_start|>user\n<tool_response>\n'
+                               '{"city":"Paris","temp_c":21}\n</tool_response><|im_end|>\n'
+                               '<|im_start|>assistant\n')
+        assert turns[1]["context_tokens"] == len(prompt) + 1 + len(reply)
+        assert sum(len(d.token_ids) for d in out) == 2  # </tool_call> in each turn
+        assert (await _idle(harness))["kv_usage"] == 0.0
+    finally:
+        core.turns.tools, core.turns.parser = old_tools, old_parser
         await tools.close()

@@ -1,28 +1,71 @@
-"""The augmented-request executor with a fake engine, clock and sleep (no vLLM)."""
+"""The turn runner (augmented requests) with a fake engine, clock and sleep (no vLLM)."""
 
 import pytest
 
 from orchestrator.errors import InvalidRequestError
 from orchestrator.protocol import CompletionRequest, parse_request
 from orchestrator.request_builder import augmentation_turns
-from replicas.augmented import filler_tokens, run_augmented
+from replicas.augmented import filler_tokens
 from replicas.coalesce import merge_runs
+from replicas.pause_budget import PauseBudget
+from replicas.policy import BatchLoad, ReplicaProfile, make_policy
+from replicas.turns import TurnRunner
 from replicas.types import AugTurn, ReplicaRequest, SamplingSpec, TokenDelta
 from tests.unit.fakes import FakeClock
 
 
 class FakeEngine:
-    """Same call shape as ReplicaEngine.generate: yields max_tokens deltas of one token."""
+    """Same interface as ReplicaEngine: generate yields max_tokens deltas of one token;
+    sessions record the chunks they were sent."""
 
     def __init__(self):
         self.requests: list[ReplicaRequest] = []
+        self.sessions: list[FakeSession] = []
 
-    async def generate(self, request):
+    async def generate(self, request, extra_args=None):
         self.requests.append(request)
         n = request.sampling.max_tokens
         for i in range(n):
             yield TokenDelta(text=f"[{i}]", token_ids=[900 + i],
                              finish_reason="length" if i == n - 1 else None)
+
+    def open_session(self, request_id, priority=0):
+        self.sessions.append(FakeSession(request_id))
+        return self.sessions[-1]
+
+    def kv_bytes_per_token(self):
+        return 512
+
+
+class FakeSession:
+    def __init__(self, request_id):
+        self.request_id, self.chunks, self.closed = request_id, [], False
+
+    async def turn(self, token_ids, spec, extra_args=None):
+        assert not self.closed
+        self.chunks.append(list(token_ids))
+        for i in range(spec.max_tokens):
+            yield TokenDelta(text="", token_ids=[700 + i],
+                             finish_reason="length" if i == spec.max_tokens - 1 else None)
+
+    async def close(self):
+        self.closed = True
+
+
+# recomputing is expensive on this "GPU" (1 ms/token + 50 ms per step): short calls preserve
+PROFILE = ReplicaProfile(1.0, 50.0, 256, 512)
+
+
+def run_augmented(engine, req, *, policy="fcfs", clock=None, sleep=None,
+                  on_pause=lambda paused: None, budget=None):
+    import asyncio
+    import time
+    runner = TurnRunner(engine, make_policy(policy), profile=lambda: PROFILE,
+                        load=lambda: BatchLoad(), kv_usage=lambda: 0.0,
+                        budget=budget if budget is not None else PauseBudget(3, 0.85),
+                        clock=clock or time.monotonic,
+                        sleep=sleep or asyncio.sleep, on_pause=on_pause)
+    return runner.run(req)
 
 
 async def test_turns_run_on_the_whole_history_with_tool_waits():
@@ -35,7 +78,7 @@ async def test_turns_run_on_the_whole_history_with_tool_waits():
     engine = FakeEngine()
     turns = (AugTurn(3, "search", 1.5, 4), AugTurn(2, "calc", 0.25, 1), AugTurn(2))
     req = ReplicaRequest("r", "m", [1, 2], SamplingSpec(max_tokens=7), augmentation=turns)
-    out = [d async for d in run_augmented(engine.generate, req, clock=clock, sleep=sleep,
+    out = [d async for d in run_augmented(engine, req, clock=clock, sleep=sleep,
                                           on_pause=pauses.append)]
     assert [r.sampling.max_tokens for r in engine.requests] == [3, 2, 2]
     assert all(r.sampling.ignore_eos and r.sampling.min_tokens == r.sampling.max_tokens
@@ -109,7 +152,7 @@ async def test_cancellation_during_a_tool_wait_keeps_the_pause_count_balanced():
     engine, pauses = FakeEngine(), []
     req = ReplicaRequest("r", "m", [1], SamplingSpec(max_tokens=3),
                          augmentation=(AugTurn(2, "slow", 60.0, 1), AugTurn(1)))
-    gen = run_augmented(engine.generate, req, on_pause=pauses.append)
+    gen = run_augmented(engine, req, on_pause=pauses.append)
 
     async def consume():
         async for _ in gen:
@@ -125,3 +168,50 @@ async def test_cancellation_during_a_tool_wait_keeps_the_pause_count_balanced():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert pauses == [True, False]
+
+
+async def test_preserve_resumes_the_session_with_only_the_new_tokens():
+    clock = FakeClock()
+
+    async def sleep(s):
+        clock.advance(s)
+
+    engine = FakeEngine()
+    turns = (AugTurn(3, "calc", 0.01, 4), AugTurn(2, "chat", 30.0, 2), AugTurn(2))
+    req = ReplicaRequest("r", "m", [1, 2], SamplingSpec(max_tokens=7), augmentation=turns)
+    out = [d async for d in run_augmented(engine, req, policy="lamps-oracle", clock=clock,
+                                          sleep=sleep)]
+    timings = out[-1].info["turns"]
+    # 0.01 s call: keeping 5 tokens is cheaper than recomputing them; 30 s: it is not
+    assert [t["strategy"] for t in timings] == ["preserve", "discard", None]
+    first, second = engine.sessions
+    # the preserved session got the last sampled token again plus the tool's tokens
+    assert first.chunks == [[1, 2], [702] + filler_tokens("r", 0, 4)]
+    assert first.closed and second.closed
+    # after the discard, a new session on the whole history
+    assert second.chunks == [[1, 2, 700, 701, 702] + filler_tokens("r", 0, 4) + [700, 701]
+                             + filler_tokens("r", 1, 2)]
+    assert [t["resumed_preserved"] for t in timings] == [False, True, False]
+    events = [d.info["api_call"]["strategy"] for d in out if d.info and "api_call" in d.info]
+    assert events == ["preserve", "discard"]
+
+
+async def test_a_demoted_session_resumes_as_a_new_one():
+    clock, budget = FakeClock(), PauseBudget(3, 0.85)
+
+    async def sleep(s):
+        for victim in budget.to_demote(kv_usage=0.99, now_s=clock()):  # KV pressure mid-call
+            await victim.demote()
+        clock.advance(s)
+
+    engine = FakeEngine()
+    req = ReplicaRequest("r", "m", [1, 2], SamplingSpec(max_tokens=5),
+                         augmentation=(AugTurn(3, "calc", 0.01, 1), AugTurn(2)))
+    out = [d async for d in run_augmented(engine, req, policy="lamps-oracle", clock=clock,
+                                          sleep=sleep, budget=budget)]
+    timings = out[-1].info["turns"]
+    assert timings[0]["strategy"] == "preserve" and timings[0]["demoted"] is True
+    assert budget.num_demotions == 1 and len(budget) == 0
+    assert len(engine.sessions) == 2 and engine.sessions[0].closed
+    assert engine.sessions[1].chunks == [[1, 2, 700, 701, 702] + filler_tokens("r", 0, 1)]
+    assert timings[1]["resumed_preserved"] is False

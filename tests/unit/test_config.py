@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from predictor_service.config import ClientConfig, PredictorAppConfig, PredictorConfig
-from orchestrator.config import AppConfig, QueueConfig
+from orchestrator.config import AppConfig, BenchDefaults, QueueConfig
 from replicas.config import EngineConfig, ProfilingConfig, ReplicaConfig, SchedulingConfig
 from replicas.tools import EmulatedToolConfig, HttpToolConfig
 
@@ -41,7 +41,7 @@ def test_rejects_bad_config(bad):
 
 
 def test_every_field_is_described():
-    for model in (AppConfig, QueueConfig, ReplicaConfig, EngineConfig, PredictorAppConfig,
+    for model in (AppConfig, BenchDefaults, QueueConfig, ReplicaConfig, EngineConfig, PredictorAppConfig,
                   PredictorConfig, ClientConfig, SchedulingConfig, ProfilingConfig,
                   HttpToolConfig, EmulatedToolConfig):
         for name, field in model.model_fields.items():
