@@ -93,7 +93,7 @@ def augmentation_turns(req: CompletionRequest | ChatCompletionRequest, num_promp
 def check_tools(req: CompletionRequest | ChatCompletionRequest, config: AppConfig) -> None:
     """With server-side tools registered, a chat request may offer only those."""
     offered = getattr(req, "tools", None) or []
-    if not config.tools or not offered:
+    if not config.tools or not offered or getattr(req, "tool_choice", None) == "none":
         return
     unknown = [t.function.name for t in offered if t.function.name not in config.tools]
     if unknown:

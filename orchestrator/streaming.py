@@ -98,6 +98,8 @@ class RequestRun:
                     raise InvalidRequestError(str(exc)) from None
                 except ToolError as exc:
                     _cancel(stream)
+                    if exc.status == 400:
+                        raise InvalidRequestError(str(exc), code=exc.code) from None
                     raise ToolCallFailedError(str(exc)) from None
                 except AugserveError:
                     _cancel(stream)

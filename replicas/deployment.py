@@ -63,14 +63,20 @@ class ReplicaCore:
                                 budget=self.budget, tools=tools, tokenize=self._tokenize,
                                 predict=self._predict_resume, on_pause=self._on_pause,
                                 parser=self._parser(engine, tools),
-                                max_tool_rounds=config.max_tool_rounds)
+                                max_tool_rounds=config.max_tool_rounds,
+                                max_model_len=getattr(engine, "max_model_len",
+                                                      config.engine.max_model_len))
 
     @staticmethod
     def _parser(engine: ReplicaEngine, tools: ToolExecutor | None) -> ToolCallParser | None:
         tokenizer = getattr(engine, "tokenizer", None)
         if tools is None or not tools.names or tokenizer is None:
             return None
-        return ToolCallParser(tokenizer)
+        try:
+            return ToolCallParser(tokenizer)
+        except ValueError as exc:
+            logger.warning("server-side tool calls are off for this model: %s", exc)
+            return None
 
     def _kv_usage(self) -> float:
         # The stat logger's value is fresh after every engine step (paused sessions' blocks
@@ -113,7 +119,12 @@ class ReplicaCore:
 
     async def enforce_budget(self, now_s: float) -> int:
         """Demote preserved sessions when KV or slots run short; returns how many."""
-        victims = self.budget.to_demote(self._kv_usage(), now_s)
+        sink = self.engine.stats_sink
+        victims = self.budget.to_demote(
+            self._kv_usage(), now_s,
+            starved=sink.num_waiting > 0 and (
+                sink.num_running + len(self.budget) >= self.config.engine.max_num_seqs
+                or self._kv_usage() > self.budget.kv_watermark * 0.9))
         for v in victims:
             await v.demote()
         if victims:
@@ -130,7 +141,7 @@ class ReplicaCore:
             await asyncio.sleep(period)
             n += 1
             try:
-                if n % refresh_every == 0 or len(self.budget):
+                if n % refresh_every == 0:
                     await self.refresh()
                 await self.enforce_budget(time.monotonic())
             except EngineDeadError:

@@ -143,6 +143,7 @@ class VLLMEngine:
         self._engine = AsyncLLM.from_engine_args(
             AsyncEngineArgs(**args), stat_loggers=[make_stat_logger_factory(self.stats_sink)])
         self._kv_bytes_per_token = self._compute_kv_bytes_per_token()
+        self.max_model_len = int(self._engine.model_config.max_model_len)
         logger.info("engine ready: %s", args)
 
     @property
@@ -257,5 +258,11 @@ class VLLMSession:
         """End the session and free its KV (idempotent)."""
         self.closed = True
         out, self._out = self._out, None
-        if out is not None:
-            await out.aclose()
+        if out is None:
+            return
+        try:
+            await out.aclose()  # aborts the engine request, which frees its blocks
+        except asyncio.CancelledError:
+            # cancelled mid-close: make sure the paused request does not keep its KV
+            await asyncio.shield(self._engine.abort(self.request_id))
+            raise

@@ -39,10 +39,12 @@ class PauseBudget:
     def release(self, request_id: str) -> PausedSession | None:
         return self.paused.pop(request_id, None)
 
-    def to_demote(self, kv_usage: float, now_s: float) -> list[PausedSession]:
-        """The sessions to demote now (and forget); the caller closes them."""
+    def to_demote(self, kv_usage: float, now_s: float, starved: bool = False) -> list[PausedSession]:
+        """The sessions to demote now (and forget); the caller closes them.  One at a time
+        (the caller looks again a moment later) while KV usage is over the watermark or
+        ``starved`` (requests wait while paused sessions hold the slots or KV they need)."""
         n = max(len(self.paused) - self.max_paused, 0)
-        if kv_usage > self.kv_watermark:
+        if kv_usage > self.kv_watermark or starved:
             n = max(n, 1)
         if n == 0 or not self.paused:
             return []

@@ -30,8 +30,12 @@ class ToolCallParser:
         from vllm.tool_parsers import ToolParserManager
         self._tokenizer = tokenizer
         self._parser = ToolParserManager.get_tool_parser(parser_name)(tokenizer)
-        self.end_id = int(tokenizer.convert_tokens_to_ids(CALL_END))
-        self._turn_start_id = int(tokenizer.convert_tokens_to_ids(TURN_START))
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (CALL_START, CALL_END, TURN_START)}
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        missing = [t for t, i in ids.items() if i is None or i == unknown]
+        if missing:
+            raise ValueError(f"the tokenizer has no {missing} tokens (Hermes format)")
+        self.end_id, self._turn_start_id = int(ids[CALL_END]), int(ids[TURN_START])
 
     def parse(self, history: list[int], call_id_prefix: str) -> list[ToolCall]:
         start = 0

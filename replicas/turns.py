@@ -76,7 +76,7 @@ class TurnRunner:
                  kv_usage: Callable[[], float], budget: PauseBudget,
                  tools: ToolExecutor | None = None, tokenize: Tokenize | None = None,
                  predict: Predict | None = None, parser: ToolCallParser | None = None,
-                 max_tool_rounds: int = 8,
+                 max_tool_rounds: int = 8, max_model_len: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
                  on_pause: Callable[[bool], None] = lambda paused: None) -> None:
@@ -84,6 +84,7 @@ class TurnRunner:
         self._profile, self._load, self._kv_usage = profile, load, kv_usage
         self.tools, self._tokenize, self._predict = tools, tokenize, predict
         self.parser, self.max_tool_rounds = parser, max_tool_rounds
+        self.max_model_len = max_model_len
         self._clock, self._sleep, self._on_pause = clock, sleep, on_pause
         self.counters = TurnCounters()
 
@@ -124,7 +125,8 @@ class TurnRunner:
                 async for delta in flow.turn(index, sampling, outlook):
                     yield delta
                 remaining -= len(flow.generated)
-                if flow.stop_reason != end_id or remaining <= 0 or index == self.max_tool_rounds:
+                if (flow.exhausted or flow.stop_reason != end_id or remaining <= 0
+                        or index == self.max_tool_rounds):
                     break
                 calls = self.parser.parse(flow.history, f"{request.request_id}-{index}")
                 if not calls:
@@ -177,6 +179,8 @@ class TurnRunner:
                     min_tokens=turn.generate_tokens, ignore_eos=True, stop=())
                 async for delta in flow.turn(index, sampling, outlook):
                     yield delta
+                if flow.exhausted:
+                    break
                 if turn.api_name is not None:
                     yield await flow.pause(outlook, turn.api_name,
                                            {"duration_s": turn.api_duration_s,
@@ -189,7 +193,8 @@ class TurnRunner:
 
     def _choose(self, history: list[int], outlook: Outlook,
                 session: EngineSession | None) -> Strategy:
-        can_preserve = session is not None and self.budget.can_preserve(self._kv_usage())
+        can_preserve = (session is not None and not getattr(session, "closed", False)
+                        and self.budget.can_preserve(self._kv_usage()))
         pause = Pause(len(history), outlook.api_s if outlook.api_s is not None else DEFAULT_API_S)
         return self.policy.strategy(pause, self._profile(), self._load(), can_preserve)
 
@@ -235,6 +240,8 @@ class Flow:
         self.session: EngineSession | None = None
         self._resume: list[int] | None = None  # tokens to send into a preserved session
         self._paused: PausedSession | None = None
+        self._fresh_tokens = 0
+        self.exhausted = False
         self.index = 0
 
     def _stream(self, index: int, sampling: SamplingSpec,
@@ -251,7 +258,16 @@ class Flow:
 
     async def turn(self, index: int, sampling: SamplingSpec,
                    outlook: Outlook) -> AsyncIterator[TokenDelta]:
+        """One turn; none when the context is full (``exhausted``: the request ends with
+        ``length``), a shorter one when only part of ``max_tokens`` fits."""
         r = self.runner
+        room = (r.max_model_len - len(self.history)) if r.max_model_len else sampling.max_tokens
+        if room <= 0:
+            self.exhausted, self.finish_reason = True, "length"
+            return
+        if room < sampling.max_tokens:
+            sampling = dataclasses.replace(sampling, max_tokens=room,
+                                           min_tokens=min(sampling.min_tokens, room))
         self.index = index
         if self._resume is None and self.session is not None:
             await self.session.close()
@@ -268,7 +284,10 @@ class Flow:
             cached = max(cached, delta.num_cached_tokens)
             delta.finish_reason, delta.num_prompt_tokens, delta.turn = None, self.num_prompt, index
             yield delta
-        recomputed = 0 if preserved or index == 0 else max(len(self.history) - cached, 0)
+        # tokens that had KV before the call and were computed again (the call's result and
+        # the re-sent last token never had any)
+        recomputed = (0 if preserved or index == 0
+                      else max(len(self.history) - cached - self._fresh_tokens, 0))
         r.counters.recomputed_tokens += recomputed
         ended = r._clock()
         self.record = {
@@ -312,6 +331,7 @@ class Flow:
                 self.session = None
             else:
                 self._resume = self.generated[-1:] + result
+        self._fresh_tokens = len(result) + 1
         self.history += result
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ utility call (``call_utility_async("scheduler", payload)`` → :meth:`__call__`)
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from replicas.policy import (BatchLoad, OnlineFit, Outlook, RankKey, ReplicaPolicy,
-                             ReplicaProfile, StarvationGuard, make_policy)
+                             ReplicaProfile, StarvationGuard, make_policy, outlook_from_extra)
 from replicas.policy.waiting import RankedQueue
 
 PINNED_VLLM_VERSION = "0.32.0"
@@ -28,18 +29,14 @@ EXTRA_KEY = "augserve"
 
 def outlook_of(request: Any) -> Outlook | None:
     extra = getattr(request.sampling_params, "extra_args", None) or {}
-    o = extra.get(EXTRA_KEY)
-    if not o:
-        return None
-    return Outlook(int(o["context_tokens"]), float(o["output_tokens"]),
-                   None if o.get("api_s") is None else float(o["api_s"]),
-                   int(o.get("api_tokens", 0)), float(o.get("after_tokens", 0.0)))
+    return outlook_from_extra(extra.get(EXTRA_KEY))
 
 
 class AugserveScheduler(Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.policy: ReplicaPolicy = make_policy("fcfs")
+        # not `self.policy`: vLLM's preemption reads that (its SchedulingPolicy)
+        self.replica_policy: ReplicaPolicy = make_policy("fcfs")
         self.profile = ReplicaProfile(0.05, 10.0, 256, 0)
         self.fit = OnlineFit(self.profile)
         self.guard = StarvationGuard(100)
@@ -60,12 +57,16 @@ class AugserveScheduler(Scheduler):
 
     # -- order -------------------------------------------------------------------------
     def _score(self, request: Any) -> float | None:
-        if not self.policy.ranks:
+        if not self.replica_policy.ranks:
             return None
         rid = request.request_id
         if rid not in self._scores:
-            o = outlook_of(request)
-            self._scores[rid] = None if o is None else self.policy.score(o, self.profile, self._load)
+            try:  # runs inside the engine core: a bad outlook must never kill it
+                o = outlook_of(request)
+                score = None if o is None else self.replica_policy.score(o, self.profile, self._load)
+            except (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError):
+                score = None
+            self._scores[rid] = score if score is None or math.isfinite(score) else None
             self.num_rescored_total += 1
         return self._scores[rid]
 
@@ -76,7 +77,7 @@ class AugserveScheduler(Scheduler):
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         self._steps += 1
-        if self.policy.ranks and self._steps % self.rerank_every_steps == 0 and self.waiting:
+        if self.replica_policy.ranks and self._steps % self.rerank_every_steps == 0 and self.waiting:
             self._load = self._batch_load()
             if self.live_profile:
                 self.profile = self.fit.current()
@@ -102,7 +103,7 @@ class AugserveScheduler(Scheduler):
                 admitted.append(request.arrival_time)
             self.guard.forget(new.req_id)
             self._scores.pop(new.req_id, None)
-        if self.policy.ranks or self.guard.threshold_steps is not None:
+        if self.replica_policy.ranks or self.guard.threshold_steps is not None:
             waiting = [(r.request_id, r.arrival_time) for r in self.waiting]
             if self.guard.after_step(waiting, admitted):
                 self.waiting.rekey()  # type: ignore[attr-defined]
@@ -113,7 +114,13 @@ class AugserveScheduler(Scheduler):
             self.fit.add(self._step_tokens, step_ms)
             self.recent_steps.append((self._step_tokens, step_ms))
             self._step_started = None
-        return super().update_from_output(scheduler_output, model_runner_output)
+        out = super().update_from_output(scheduler_output, model_runner_output)
+        if self._steps % 64 == 0:  # forget requests that left by any path
+            for rid in [r for r in self._scores if r not in self.requests]:
+                del self._scores[rid]
+            for rid in [r for r in self.guard.ids() if r not in self.requests]:
+                self.guard.forget(rid)
+        return out
 
     def finish_requests(self, request_ids: Any, finished_status: Any) -> Any:
         ids = [request_ids] if isinstance(request_ids, str) else list(request_ids or ())
@@ -129,11 +136,11 @@ class AugserveScheduler(Scheduler):
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         op = payload.get("op")
         if op == "configure":
-            self.policy = make_policy(payload["policy"])
+            self.replica_policy = make_policy(payload["policy"])
             self.profile = ReplicaProfile(**payload["profile"])
             self.fit = OnlineFit(self.profile)
             self.guard = StarvationGuard(payload.get("starvation_threshold_steps"))
-            self.rerank_every_steps = int(payload.get("rerank_every_steps", 1))
+            self.rerank_every_steps = max(1, int(payload.get("rerank_every_steps", 1)))
             self.live_profile = bool(payload.get("live_profile", True))
             self._scores.clear()
             self.waiting.rekey()  # type: ignore[attr-defined]
@@ -149,7 +156,7 @@ class AugserveScheduler(Scheduler):
         pool = self.kv_cache_manager.block_pool
         times = sorted(self.score_s_per_step)
         return {
-            "policy": self.policy.name,
+            "policy": self.replica_policy.name,
             "kv_usage": float(self.kv_cache_manager.usage),
             "num_free_blocks": int(pool.get_num_free_blocks()),
             "num_total_blocks": int(self.cache_config.num_gpu_blocks or 0),

@@ -13,6 +13,7 @@ to a request's KV cache at each API call.  One small class per policy behind
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from replicas.policy.profile import ReplicaProfile
@@ -33,6 +34,22 @@ class Outlook:
     api_tokens: int = 0
     #: Tokens generated after the call (the rest of the request).
     after_tokens: float = 0.0
+
+
+def outlook_from_extra(o: object) -> Outlook | None:
+    """The outlook a request carries in ``extra_args`` (None when absent or malformed:
+    the request then keeps arrival order; the engine must never fail on it)."""
+    if not isinstance(o, dict):
+        return None
+    try:
+        values = [float(o["context_tokens"]), float(o["output_tokens"]),
+                  float(o.get("api_tokens", 0)), float(o.get("after_tokens", 0.0))]
+        api_s = None if o.get("api_s") is None else float(o["api_s"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) and v >= 0 for v in values + [api_s or 0.0]):
+        return None
+    return Outlook(int(values[0]), values[1], api_s, int(values[2]), values[3])
 
 
 def generation_memory(context_tokens: float, num_tokens: float, step_s: float) -> float:

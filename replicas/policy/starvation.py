@@ -65,5 +65,8 @@ class StarvationGuard:
         self._passes.pop(request_id, None)
         self._promoted.discard(request_id)
 
+    def ids(self) -> list[str]:
+        return list(self._passes.keys() | self._promoted)
+
     def __len__(self) -> int:
         return len(self._passes)

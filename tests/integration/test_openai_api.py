@@ -67,7 +67,8 @@ def test_completion_and_stream(app):
 
 def test_tool_definitions_render_and_tool_call_tokens_stay_visible(app):
     c = client(app)
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    # "lookup" is the test app's registered server-side tool (others would be 400)
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}}}}]
     messages = [{"role": "user", "content": "Weather in Paris?"}]
     plain = c.chat.completions.create(model=app.model, messages=messages, max_tokens=1)
@@ -80,7 +81,7 @@ def test_tool_definitions_render_and_tool_call_tokens_stay_visible(app):
     follow_up = messages + [
         {"role": "assistant", "content": None, "tool_calls": [{
             "id": "call_1", "type": "function",
-            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            "function": {"name": "lookup", "arguments": "{\"city\": \"Paris\"}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 18}"}]
     resp = c.chat.completions.create(model=app.model, messages=follow_up, tools=tools,
                                      max_tokens=3, extra_body={"ignore_eos": True})

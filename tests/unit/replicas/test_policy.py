@@ -141,3 +141,39 @@ def test_online_fit_refreshes_after_enough_varied_steps():
     live = fit.current()
     assert live.source == "live"
     assert live.a_ms_per_token == pytest.approx(0.08) and live.c_ms == pytest.approx(10.0)
+
+
+def test_outlook_from_extra_accepts_only_finite_non_negative_numbers():
+    from replicas.policy import outlook_from_extra
+    good = {"context_tokens": 10, "output_tokens": 5.5, "api_s": 1.0, "api_tokens": 2,
+            "after_tokens": 3.0}
+    assert outlook_from_extra(good) == Outlook(10, 5.5, 1.0, 2, 3.0)
+    assert outlook_from_extra({"context_tokens": 1, "output_tokens": 1}).api_s is None
+    for bad in (None, "x", {}, dict(good, output_tokens=float("nan")),
+                dict(good, api_s=float("inf")), dict(good, context_tokens=-1),
+                dict(good, output_tokens="many")):
+        assert outlook_from_extra(bad) is None
+
+
+def test_lamps_discard_waste_is_continuous_at_chunk_multiples():
+    w, load = LampsWaste(), BatchLoad(tokens_in_flight=384 - 16)  # c_h = 16
+    values = [w.discard(Pause(c, 0.0), PROF, load) for c in (15, 16, 17)]
+    assert values[0] < values[1] < values[2]
+
+
+def test_pause_budget_demotes_the_largest_remaining_hold_first():
+    from replicas.pause_budget import PauseBudget, PausedSession
+
+    async def nothing():
+        return None
+    b = PauseBudget(max_paused=3, kv_watermark=0.8)
+    assert b.can_preserve(0.5) and not b.can_preserve(0.9)
+    for rid, ctx, end in (("a", 100, 10.0), ("b", 1000, 5.0), ("c", 50, 100.0)):
+        b.hold(PausedSession(rid, ctx, end, nothing))
+    assert not b.can_preserve(0.1)  # three paused: the slots are spent
+    assert b.to_demote(kv_usage=0.5, now_s=0.0) == []
+    # remaining hold: a 1000, b 5000, c 5000 -> b or c first (tie: b, inserted first)
+    first = b.to_demote(kv_usage=0.9, now_s=0.0)
+    assert [s.request_id for s in first] == ["b"] and first[0].demoted
+    assert [s.request_id for s in b.to_demote(0.5, 0.0, starved=True)] == ["c"]
+    assert b.num_demotions == 2 and len(b) == 1 and b.release("a") is not None
