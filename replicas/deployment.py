@@ -25,6 +25,7 @@ from replicas.coalesce import coalesce
 from replicas.direct import run_direct
 from replicas.config import ReplicaConfig
 from replicas.engine import EngineDeadError, ReplicaEngine, VLLMEngine
+from replicas.metrics import ReplicaMetrics
 from replicas.pause_budget import PauseBudget
 from replicas.policy import BatchLoad, ReplicaProfile, make_policy
 from replicas.profiling import default_profile, profile_engine
@@ -231,6 +232,7 @@ class LLMReplica:
         executor = ToolExecutor(parse_tools(tools or {}))
         self._core = ReplicaCore(cfg, engine, ctx.replica_id.unique_id, ctx.deployment, executor)
         await self._core.start()
+        self._metrics = ReplicaMetrics()
         loop = asyncio.get_running_loop()
         self._budget_task = loop.create_task(self._budget_loop())
         if predictor is not None or (predictor_client or {}).get("address"):
@@ -275,7 +277,9 @@ class LLMReplica:
             raise
 
     async def _report(self) -> None:
-        await self._queue_manager.report.remote(self._core.stats(self._engine_alive))
+        stats = self._core.stats(self._engine_alive)
+        self._metrics.publish(stats.extra, self._core.deployment, self._core.policy.name)
+        await self._queue_manager.report.remote(stats)
 
     async def _report_quietly(self) -> None:
         if self._queue_manager is None:

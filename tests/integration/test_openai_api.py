@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 
 import httpx
@@ -135,6 +136,20 @@ def test_augmented_chat_runs_every_turn_with_tool_waits(app):
     # each turn runs on the whole history: prompt + generated + tool tokens
     assert turns[1]["context_tokens"] == turns[0]["context_tokens"] + 5 + 7
     assert turns[2]["context_tokens"] == turns[1]["context_tokens"] + 3 + 2
+    # the replicas run lamps: each call got a strategy, and the replica reports its policy
+    # counters and the profile it measured at start
+    assert turns[0]["strategy"] in ("preserve", "discard") and turns[2]["strategy"] is None
+    deadline = time.monotonic() + 10
+    while True:
+        extras = [r["extra"] for r in app.queue_state()["replicas"]]
+        calls = sum(e["calls_preserve"] + e["calls_discard"] for e in extras)
+        if calls >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert calls >= 2, extras
+    for e in extras:
+        assert e["swap_supported"] == 0 and e["calls_swap"] == 0
+        assert e["profile_c_ms"] > 0 and e["profile_saturation_tokens"] >= 16
 
 
 def test_augmented_stream_shows_turns_and_api_calls(app):
