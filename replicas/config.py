@@ -66,7 +66,8 @@ class ProfilingConfig(StrictModel):
     default_a_ms_per_token: float = Field(0.05, ge=0, description="a without profiling.")
     default_c_ms: float = Field(10.0, ge=0, description="c without profiling.")
     saturation_tokens: int | None = Field(
-        None, ge=1, description="S; default: measured (the flat part of the step-time curve).")
+        None, ge=1, description="S, the tokens one step recomputes; default: the engine's "
+        "max_num_batched_tokens (vLLM's prefill chunk).")
 
 
 class SchedulingConfig(StrictModel):

@@ -53,7 +53,8 @@ class ReplicaCore:
         self.predictor: PredictorClient | None = None
         sched = config.scheduling
         self.policy = make_policy(sched.policy)
-        self.profile: ReplicaProfile = default_profile(sched.profiling, engine.kv_bytes_per_token())
+        self.profile: ReplicaProfile = default_profile(sched.profiling, engine.kv_bytes_per_token(),
+                                                       getattr(engine, "chunk_tokens", None))
         self.load = BatchLoad()
         #: The scheduler's latest answer to the "state" utility call.
         self.engine_state: dict[str, Any] = {}
@@ -102,7 +103,8 @@ class ReplicaCore:
         sched = self.config.scheduling
         self.profile = await profile_engine(
             self.engine, sched.profiling, self.config.model_name,
-            self.config.engine.max_model_len or 2048)
+            getattr(self.engine, "max_model_len", None) or self.config.engine.max_model_len or 2048,
+            getattr(self.engine, "chunk_tokens", None))
         self.engine_state = await self.engine.scheduler_call({
             "op": "configure", "policy": self.policy.name, "profile": self.profile.to_json(),
             "rerank_every_steps": sched.rerank_every_steps,

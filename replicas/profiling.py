@@ -18,16 +18,21 @@ from replicas.types import ReplicaRequest, SamplingSpec
 logger = logging.getLogger(__name__)
 
 
-def default_profile(cfg: ProfilingConfig, kv_bytes_per_token: int) -> ReplicaProfile:
+def default_profile(cfg: ProfilingConfig, kv_bytes_per_token: int,
+                    chunk_tokens: int | None = None) -> ReplicaProfile:
     return ReplicaProfile(cfg.default_a_ms_per_token, cfg.default_c_ms,
-                          cfg.saturation_tokens or 256, kv_bytes_per_token)
+                          cfg.saturation_tokens or chunk_tokens or 256, kv_bytes_per_token)
 
 
 async def profile_engine(engine: ReplicaEngine, cfg: ProfilingConfig, model: str,
-                         max_len_tokens: int) -> ReplicaProfile:
+                         max_len_tokens: int, chunk_tokens: int | None = None) -> ReplicaProfile:
+    """``S`` is ``cfg.saturation_tokens`` if set, else the engine's prefill chunk
+    (``max_num_batched_tokens``): on vLLM a recomputation runs in chunks of that many
+    tokens per step, which is what LAMPS's discard waste counts; the measured end of the
+    flat part (none on a CPU, where every token costs) is only logged."""
     kv = engine.kv_bytes_per_token()
     if not cfg.enabled:
-        return default_profile(cfg, kv)
+        return default_profile(cfg, kv, chunk_tokens)
     rng = random.Random(0)
     await engine.scheduler_call({"op": "steps"})  # drop anything before
     points: list[tuple[float, float]] = []
@@ -50,10 +55,10 @@ async def profile_engine(engine: ReplicaEngine, cfg: ProfilingConfig, model: str
     if len(points) < 2:
         logger.warning("profiling measured too few steps (%s); using defaults", points)
         return default_profile(cfg, kv)
-    profile = profile_from_points(points, kv)
-    if cfg.saturation_tokens:
-        profile = ReplicaProfile(profile.a_ms_per_token, profile.c_ms, cfg.saturation_tokens, kv,
-                                 None, "profiled")
-    logger.info("profiled engine: %s from %s (swap: unsupported on this platform)",
-                profile.to_json(), points)
+    measured = profile_from_points(points, kv)
+    saturation = cfg.saturation_tokens or chunk_tokens or measured.saturation_tokens
+    profile = ReplicaProfile(measured.a_ms_per_token, measured.c_ms, saturation, kv, None,
+                             "profiled")
+    logger.info("profiled engine: %s from %s (flat part ends at %d tokens; swap: unsupported "
+                "on this platform)", profile.to_json(), points, measured.saturation_tokens)
     return profile
