@@ -103,9 +103,31 @@ def run_once(url: str, info: dict[str, Any], workload: Workload, rate: float, ou
     result = results_object({**w.describe(), "stopped_early": stopped}, config_label, rate, summary)
     write_run(out_dir, result, records, targets)
     print(summary_table(result))
+    replica_stats(url, out_dir)
     print(f"wrote {out_dir}/results.json, requests.csv, latency_cdf.png, ttft_cdf.png, "
           "slo_attainment.png")
     return result
+
+
+REPLICA_COUNTERS = ("calls_preserve", "calls_discard", "calls_swap", "num_demotions",
+                    "recomputed_tokens", "num_starvation_promotions", "score_ms_per_step_p50",
+                    "profile_a_ms_per_token", "profile_c_ms", "profile_saturation_tokens")
+
+
+def replica_stats(url: str, out_dir: Path) -> None:
+    """Save each replica's policy counters (cumulative since the app started) beside the
+    results, as ``replicas.json``, and print them; a server without them is skipped."""
+    import httpx
+    try:
+        replicas = httpx.get(f"{url}/v1/admin/queue", timeout=10).json().get("replicas", [])
+    except (httpx.HTTPError, ValueError):
+        return
+    rows = [{"deployment": r.get("deployment"), **{k: r.get("extra", {}).get(k)
+                                                   for k in REPLICA_COUNTERS}} for r in replicas]
+    (out_dir / "replicas.json").write_text(json.dumps(rows, indent=2))
+    for row in rows:
+        print("replica " + ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                                     for k, v in row.items()))
 
 
 def main_run(args: argparse.Namespace) -> int:
