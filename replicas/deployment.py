@@ -93,8 +93,13 @@ class ReplicaCore:
                               turn: AugTurn) -> Prediction | None:
         if self.predictor is None:
             return None
+        # the text the predictor learned from: the context's tail, decoded (its models
+        # weigh the latest instruction or API result most)
+        tail = history[-512:]
+        detokenize = getattr(self.engine, "detokenize", None)
+        text = detokenize(tail) if detokenize is not None else ""
         return await self.predictor.predict(LengthQuery(
-            model=request.model, prompt_token_ids=tuple(history[-256:]),
+            model=request.model, prompt_text=text, prompt_token_ids=() if text else tuple(tail),
             prompt_tokens=len(history), api_names=(turn.api_name,) if turn.api_name else (),
             max_tokens=request.sampling.max_tokens))
 

@@ -177,6 +177,9 @@ class VLLMEngine:
     def tokenizer(self) -> Any:
         return self._engine.get_tokenizer()
 
+    def detokenize(self, token_ids: list[int]) -> str:
+        return str(self._engine.get_tokenizer().decode(token_ids, skip_special_tokens=True))
+
     def tokenize(self, text: str) -> list[int]:
         return list(self._engine.get_tokenizer().encode(text, add_special_tokens=False))
 
