@@ -111,13 +111,13 @@ class TurnRunner:
         flow = self.flow(request)
         remaining = request.sampling.max_tokens
         pred = request.prediction
+        # what the policy expects after each turn: a call of the first offered tool
+        expected = AugTurn(0, request.tool_names[0] if request.tool_names else None)
         try:
             for index in range(self.max_tool_rounds + 1):
                 if index > 0 and self._predict is not None:
-                    pred = await self._predict(request, flow.history, AugTurn(
-                        0, request.tool_names[0] if request.tool_names else None)) or pred
-                outlook = predicted_outlook(len(flow.history), pred,
-                                            AugTurn(0, request.tool_names[0] if request.tool_names else None))
+                    pred = await self._predict(request, flow.history, expected) or pred
+                outlook = predicted_outlook(len(flow.history), pred, expected)
                 sampling = dataclasses.replace(
                     request.sampling, max_tokens=remaining,
                     min_tokens=min(request.sampling.min_tokens, remaining),
