@@ -49,7 +49,6 @@ class AugserveScheduler(Scheduler):
         self._step_tokens = 0
         self.score_s_per_step: deque[float] = deque(maxlen=512)
         self.recent_steps: deque[tuple[int, float]] = deque(maxlen=256)
-        self.num_rescored_total = 0
         waiting = RankedQueue(self._key)
         for request in self.waiting:
             waiting.add_request(request)
@@ -67,7 +66,6 @@ class AugserveScheduler(Scheduler):
             except (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError):
                 score = None
             self._scores[rid] = score if score is None or math.isfinite(score) else None
-            self.num_rescored_total += 1
         return self._scores[rid]
 
     def _key(self, request: Any) -> RankKey:

@@ -57,9 +57,6 @@ class RankedQueue(Generic[R]):
         """Recompute every key (scores and promotions may have changed) and re-sort."""
         self._items = sorted(((self._key_of(r), r) for _, r in self._items), key=lambda kv: kv[0])
 
-    def keys(self) -> list[RankKey]:
-        return [k for k, _ in self._items]
-
     def __bool__(self) -> bool:
         return bool(self._items)
 

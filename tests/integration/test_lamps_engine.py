@@ -90,12 +90,17 @@ async def _idle(h: Harness) -> dict:
     raise AssertionError(f"engine not idle: {st}")
 
 
+def _recorder(h: Harness, done: list[str]):
+    """A coroutine function that runs a request and then records its id in ``done``."""
+    async def one(r: ReplicaRequest) -> None:
+        await h.run(r)
+        done.append(r.request_id)
+    return one
+
+
 async def _completion_order(h: Harness, requests: list[ReplicaRequest]) -> list[str]:
     order: list[str] = []
-
-    async def one(r):
-        await h.run(r)
-        order.append(r.request_id)
+    one = _recorder(h, order)
     # four slots: four long blockers hold them while the ranked ones queue
     blockers = [asyncio.create_task(h.run(_plain(f"blk{i}", 300, 1.0))) for i in range(4)]
     await asyncio.sleep(0.2)
@@ -122,10 +127,7 @@ async def test_starvation_bound_lets_a_long_request_through(harness):
     finishes while they still arrive; without it, only after the stream of short ones."""
     async def scenario() -> tuple[int, int]:
         done: list[str] = []
-
-        async def one(r):
-            await harness.run(r)
-            done.append(r.request_id)
+        one = _recorder(harness, done)
         # four long blockers fill the slots, so "big" has to wait in the queue
         tasks = [asyncio.create_task(harness.run(_plain(f"blk{i}", 400, 1.0))) for i in range(4)]
         await asyncio.sleep(0.05)
