@@ -5,8 +5,9 @@
 - time per output token = (end − first token − API time after it) / (tokens − 1);
 - normalized latency = (end − arrival − API time) / output tokens (LAMPS, INFERCEPT);
 - requests never sent (the run was stopped first) are left out and counted as not_sent;
-- SLO attainment = share of requests (failures count as misses) whose class
-  targets hold (TTFT ≤ ttft target and end-to-end ≤ e2e target);
+- SLO attainment = share of the sent requests whose class targets hold (TTFT ≤ ttft
+  target and end-to-end ≤ e2e target), overall and per class; every failure (rejected
+  429, expired 504, any other status, no answer) stays in the denominator as a miss;
 - goodput = requests meeting their SLO per second of the run; throughput = completed
   requests per second; output tokens/s over the run.
 """
@@ -113,11 +114,12 @@ def summarize(records: list[RequestRecord], slo_targets: dict[str, dict[str, flo
     tpot = [r.tpot_s for r in ok if r.tpot_s is not None]
     norm = [r.normalized_latency_s for r in ok if r.normalized_latency_s is not None]
     met = [r for r in records if r.meets(slo_targets.get(r.slo or "", None))]
-    classes = sorted({r.slo or "" for r in records})
-    per_class = {}
-    for c in classes:
-        rs = [r for r in records if (r.slo or "") == c]
+    per_class: dict[str, float] = {}
+    failed_per_class: dict[str, int] = {}
+    for c in sorted({r.slo or "" for r in records}):
+        rs = [r for r in records if (r.slo or "") == c]  # failures included: they are misses
         per_class[c or "none"] = sum(r.meets(slo_targets.get(c)) for r in rs) / len(rs)
+        failed_per_class[c or "none"] = sum(not r.ok for r in rs)
     duration = max(duration_s, 1e-9)
     return {
         "completed": len(ok),
@@ -132,6 +134,7 @@ def summarize(records: list[RequestRecord], slo_targets: dict[str, dict[str, flo
         "throughput_rps": len(ok) / duration,
         "output_tokens_per_s": sum(r.output_tokens for r in ok) / duration,
         "failures_by_status": dict(Counter(str(r.status) for r in records if not r.ok)),
+        "failed_per_class": failed_per_class,
         "not_sent": not_sent,
         "duration_s": duration_s,
     }

@@ -13,12 +13,17 @@ RESULTS_SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 
 
 def results_object(workload: dict[str, Any], config: str, rate_rps: float,
-                   summary: dict[str, Any]) -> dict[str, Any]:
-    return {"workload": workload, "config": config, "rate_rps": rate_rps, "summary": summary}
+                   summary: dict[str, Any], slo_targets: dict[str, Any] | None = None,
+                   slo_targets_source: str | None = None) -> dict[str, Any]:
+    """One run's results.json; ``slo_targets`` (seconds, by class) are those the summary's
+    attainment was computed against, ``slo_targets_source`` "server" or "defaults"."""
+    out = {"workload": workload, "config": config, "rate_rps": rate_rps, "summary": summary}
+    if slo_targets is not None:
+        out.update(slo_targets=slo_targets, slo_targets_source=slo_targets_source)
+    return out
 
 
-def write_run(out_dir: Path, result: dict[str, Any], records: list[RequestRecord],
-              slo_targets: dict[str, Any]) -> None:
+def write_run(out_dir: Path, result: dict[str, Any], records: list[RequestRecord]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(result, indent=2))
     rows = [r.row() for r in records]
@@ -68,7 +73,21 @@ def plot_run(out_dir: Path, records: list[RequestRecord], summary: dict[str, Any
     plt.close(fig)
 
 
+def _by_rate(ax, results: list[dict[str, Any]], configs: list[str], value) -> None:
+    """One line per config (same colour in every subplot): ``value(summary)`` vs rate."""
+    for i, cfg in enumerate(configs):
+        pts = sorted((r["rate_rps"], value(r["summary"])) for r in results if r["config"] == cfg)
+        pts = [p for p in pts if p[1] is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=f"C{i}",
+                    label=Path(cfg).stem)
+    ax.set_xlabel("arrival rate (req/s, trace time)")
+    ax.grid(alpha=0.3)
+
+
 def plot_compare(out_dir: Path, results: list[dict[str, Any]]) -> None:
+    """``compare.png`` (latencies, attainment, goodput) and ``compare_slo.png`` (attainment
+    of each SLO class and goodput), against rate, one line per config."""
     plt = _plt()
     configs = sorted({r["config"] for r in results})
     metrics = [("p50_e2e_s", "p50 end-to-end (s)"), ("p90_e2e_s", "p90 end-to-end (s)"),
@@ -77,19 +96,30 @@ def plot_compare(out_dir: Path, results: list[dict[str, Any]]) -> None:
                ("slo_attainment", "SLO attainment"), ("goodput_rps", "goodput (req/s)")]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, (key, label) in zip(axes.flat, metrics):
-        for cfg in configs:
-            pts = sorted((r["rate_rps"], r["summary"].get(key)) for r in results
-                         if r["config"] == cfg and r["summary"].get(key) is not None)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=Path(cfg).stem)
-        ax.set_xlabel("arrival rate (req/s, trace time)")
+        _by_rate(ax, results, configs, lambda s, key=key: s.get(key))
         ax.set_ylabel(label)
         if key == "slo_attainment":
             ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3)
     axes.flat[0].legend()
     fig.tight_layout()
     fig.savefig(out_dir / "compare.png", dpi=100)
+    plt.close(fig)
+
+    classes = sorted({c for r in results for c in r["summary"].get("slo_attainment_per_class", {})})
+    fig, axes = plt.subplots(1, len(classes) + 1, figsize=(4.3 * (len(classes) + 1), 3.8),
+                             squeeze=False)
+    for ax, cls in zip(axes.flat, classes):
+        _by_rate(ax, results, configs,
+                 lambda s, cls=cls: s.get("slo_attainment_per_class", {}).get(cls))
+        ax.set_title(f"class {cls}")
+        ax.set_ylabel("SLO attainment")
+        ax.set_ylim(0, 1.05)
+    _by_rate(axes.flat[-1], results, configs, lambda s: s.get("goodput_rps"))
+    axes.flat[-1].set_title("goodput")
+    axes.flat[-1].set_ylabel("requests meeting their SLO per s")
+    axes.flat[0].legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "compare_slo.png", dpi=100)
     plt.close(fig)
 
 
@@ -108,6 +138,15 @@ def summary_table(result: dict[str, Any]) -> str:
              f"| {f('mean_ttft_s')} / {f('p99_ttft_s')} | {f('mean_tpot_s', 1000, '{:.2f}')} "
              f"| {f('mean_normalized_latency_s', 1, '{:.4f}')} | {f('slo_attainment', 100, '{:.1f}%')} "
              f"| {f('goodput_rps', 1, '{:.2f}')} | {f('output_tokens_per_s', 1, '{:.0f}')} |"]
+    per_class = s.get("slo_attainment_per_class") or {}
+    if per_class:
+        source = result.get("slo_targets_source")
+        lines.append("SLO attainment per class: " + ", ".join(
+            f"{c} {v * 100:.1f}%" for c, v in per_class.items())
+            + f"; goodput {f('goodput_rps', 1, '{:.2f}')} req/s"
+            + (f" (targets: {source})" if source else ""))
     if s.get("failures_by_status"):
-        lines.append(f"failures by status: {s['failures_by_status']}")
+        lines.append(f"failures by status: {s['failures_by_status']}"
+                     + (f", by class: {s['failed_per_class']}" if s.get("failed_per_class")
+                        else ""))
     return "\n".join(lines)

@@ -27,7 +27,9 @@ def ensure_default_model(config: AppConfig) -> None:
 def build_app(args: dict[str, Any]) -> Application:
     config = AppConfig.model_validate(args)
     ensure_default_model(config)
-    queue_manager = QueueManager.bind(config.queue.model_dump(mode="json"))
+    queue_manager = QueueManager.bind({
+        "queue": config.queue.model_dump(mode="json"),
+        "slo_classes": {k: v.model_dump(mode="json") for k, v in config.slo_classes.items()}})
     predictor, client = None, None
     if config.predictor.enabled:
         client = config.predictor.client.model_dump(mode="json")

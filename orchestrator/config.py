@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,21 +19,88 @@ class SLOClass(StrictModel):
 
     ttft_ms: int | None = Field(None, ge=1, description="Time-to-first-token target.")
     e2e_ms: int | None = Field(None, ge=1, description="End-to-end latency target.")
+    admission: Literal["reject", "best_effort"] = Field(
+        "best_effort", description="When the estimator says no replica can meet the target: "
+        "reject (429 with Retry-After) or admit it anyway, best effort.")
+    expire: bool = Field(
+        False, description="A request still queued when its deadline (arrival + ttft_ms, "
+        "else + e2e_ms) has passed gets 504 instead of being served late.")
 
 
 def default_slo_classes() -> dict[str, SLOClass]:
     return {
-        "interactive": SLOClass(ttft_ms=2_000, e2e_ms=20_000),
+        "interactive": SLOClass(ttft_ms=2_000, e2e_ms=20_000, admission="reject", expire=True),
         "standard": SLOClass(ttft_ms=10_000, e2e_ms=120_000),
         "batch": SLOClass(ttft_ms=None, e2e_ms=3_600_000),
     }
 
 
+class DurabilityConfig(StrictModel):
+    """Where the queue manager keeps accepted requests (README, "Durability")."""
+
+    mode: Literal["required", "best_effort"] = Field(
+        "best_effort", description="required: a request is acknowledged only once Redis has "
+        "it (no Redis: 503 for new requests); best_effort: without Redis it is kept in "
+        "memory, with a warning and a metric, and written once Redis is back.")
+    redis_url: str | None = Field(
+        None, description="Redis holding the queue (e.g. redis://127.0.0.1:6379/0); none: "
+        "in memory only (a restarted queue manager starts empty).")
+    key_prefix: str = Field("augserve:queue", min_length=1, description="Prefix of every key.")
+    write_timeout_s: float = Field(0.5, gt=0, description="Longest wait for a Redis write.")
+    flush_interval_s: float = Field(0.05, gt=0, description="Period of the state-update writer.")
+    done_ttl_s: float = Field(600.0, gt=0, description="How long a finished request id is "
+                              "remembered (X-Request-Id replays within it get 409).")
+    reattach_grace_s: float = Field(
+        30.0, gt=0, description="After a restart, how long a recovered queued request waits "
+        "for its caller to re-attach before it is dropped as abandoned.")
+
+    @model_validator(mode="after")
+    def _redis_when_required(self) -> DurabilityConfig:
+        if self.mode == "required" and not self.redis_url:
+            raise ValueError("durability mode 'required' needs redis_url")
+        return self
+
+    def store_config(self):
+        from orchestrator.store import StoreConfig
+        return StoreConfig(redis_url=self.redis_url, key_prefix=self.key_prefix,
+                           write_timeout_s=self.write_timeout_s,
+                           flush_interval_s=self.flush_interval_s, done_ttl_s=self.done_ttl_s)
+
+
+class EvictionConfig(StrictModel):
+    """Taking back requests a replica has not started (QLM's request eviction)."""
+
+    enabled: bool = Field(True, description="Evict when a request would miss its deadline "
+                          "where it waits and another replica can make it.")
+    overhead_s: float = Field(0.2, ge=0, description="Cost of moving a request (abort, "
+                              "re-queue, new prefill) counted against the other replica.")
+
+
 class QueueConfig(StrictModel):
     """The global queue manager."""
 
-    policy: str = Field("fifo", description="Ordering policy by name (fifo, priority).")
-    placement: str = Field("least-loaded", description="Placement policy by name.")
+    policy: str = Field("fifo", description="Ordering policy by name (fifo, priority, edf, qlm).")
+    placement: str = Field("least-loaded", description="Placement policy by name "
+                           "(least-loaded, estimated-completion).")
+    default_slo_class: str | None = Field(
+        "standard", description="SLO class of requests that name none (None: no SLO, "
+        "an infinite deadline).")
+    explicit_slo_admission: Literal["reject", "best_effort"] = Field(
+        "best_effort", description="Admission rule of requests with explicit slo targets.")
+    replan_period_s: float = Field(0.5, gt=0, description="Period of the estimator's pass "
+                                   "over the queue (virtual queues; QLM re-plans then).")
+    plan_time_limit_s: float = Field(0.05, gt=0, le=10, description="Time limit of QLM's MILP.")
+    model_swap_cost_s: float = Field(30.0, ge=0, description="QLM plan: cost of serving a "
+                                     "group on a replica that has another model loaded.")
+    allow_model_swap: bool = Field(False, description="QLM plan may assign a group to a "
+                                   "replica of another model (model swapping comes later).")
+    estimator_z: float = Field(1.0, ge=0, description="Tail margin of the waiting-time "
+                               "estimate, in standard deviations of the tokens ahead.")
+    max_kv_usage: float = Field(0.95, gt=0, le=1, description="Pull: a replica whose KV usage "
+                                "is at or above this takes no new work.")
+    eviction: EvictionConfig = Field(default_factory=EvictionConfig, description="Eviction.")
+    durability: DurabilityConfig = Field(default_factory=DurabilityConfig,
+                                         description="Redis durability of the queue.")
     max_queued: int = Field(1024, ge=1, description="Queued requests beyond which new ones get 429.")
     queue_timeout_s: float = Field(600.0, gt=0, description="Longest wait in the queue before 503.")
     replica_timeout_s: float = Field(
@@ -49,8 +116,8 @@ class QueueConfig(StrictModel):
     @classmethod
     def _registered(cls, value: str, info) -> str:
         from orchestrator.placement import PLACEMENT_POLICIES
-        from orchestrator.queue_policy import QUEUE_POLICIES
-        registry = QUEUE_POLICIES if info.field_name == "policy" else PLACEMENT_POLICIES
+        from orchestrator.queue_policy import QUEUE_POLICY_NAMES
+        registry = QUEUE_POLICY_NAMES if info.field_name == "policy" else PLACEMENT_POLICIES
         if value not in registry:
             raise ValueError(f"unknown {info.field_name} {value!r}; known: {sorted(registry)}")
         return value
@@ -73,6 +140,28 @@ class BenchDefaults(StrictModel):
     rates: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0], min_length=1,
                                description="Arrival rates (req/s of trace time) to replay.")
     limit: int | None = Field(None, ge=1, description="Requests drawn from the workload.")
+    arrival: Literal["poisson", "gamma", "bursty"] | None = Field(
+        None, description="Arrival process of requests without arrival times (None: poisson).")
+    cv: float | None = Field(
+        None, gt=0, description="Gamma arrivals: coefficient of variation of the gaps (None: 2).")
+    burst_factor: float | None = Field(
+        None, ge=1, description="Bursty arrivals: rate multiplier inside a burst (None: 4).")
+    burst_period_s: float | None = Field(
+        None, gt=0, description="Bursty arrivals: a burst starts every this many seconds of "
+        "trace time (None: 60).")
+    burst_duty: float | None = Field(
+        None, gt=0, le=1, description="Bursty arrivals: fraction of each period in the burst "
+        "(None: 0.25); the mean rate is rate × (1 + duty × (factor − 1)).")
+    slo_shares: dict[str, float] | None = Field(
+        None, description="Share of requests per SLO class, e.g. {interactive: 0.2, batch: 0.8} "
+        "(None: interactive 0.2, standard 0.5, batch 0.3); the classes must exist on the server.")
+
+    @field_validator("slo_shares")
+    @classmethod
+    def _shares(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and (any(v < 0 for v in value.values()) or sum(value.values()) <= 0):
+            raise ValueError(f"SLO shares must be ≥ 0 and sum to more than 0: {value}")
+        return value
 
 
 class AppConfig(StrictModel):
@@ -109,6 +198,10 @@ class AppConfig(StrictModel):
         if reserved:
             raise ValueError(f"replica deployment names {sorted(reserved)} are taken by the "
                              "application's own deployments")
+        default = self.queue.default_slo_class
+        if default is not None and default not in self.slo_classes:
+            raise ValueError(f"queue.default_slo_class {default!r} is not one of the SLO "
+                             f"classes {sorted(self.slo_classes)}")
         paths: dict[str, str] = {}
         for r in self.replicas:
             path = str(r.resolved_model_path())

@@ -1,101 +1,108 @@
-"""The global queue's core: admission, pull-based dispatch, completion.  Plain Python with
-the clock injected, so the queue manager actor, unit tests and a simulator run this code.
+"""The global queue's core: admission, pull-based dispatch, eviction, expiry, completion.
+Plain Python with the clock injected, so the queue manager actor, unit tests and a
+simulator run this code.
 
-Pull-based dispatch: a replica is offered the head of the queue only while it has room,
-i.e. fewer requests in flight than ``max_num_seqs + max_waiting_requests`` and, in its
-last report, no more engine-waiting requests than ``max_waiting_requests``.  Everything
-else waits in one global queue, ordered by the configured policy, so the global order
-still decides who runs next when room appears.
+- **Pull**: a replica is offered work only while it has room (fewer requests in flight
+  than ``max_num_seqs + max_waiting_requests``; in its last report, engine-waiting count
+  and KV usage under their thresholds).  Everything else waits in one global queue, in
+  request groups (model, SLO class), ordered by the configured policy.
+- **Admission**: the waiting-time estimator (:mod:`orchestrator.estimator`) predicts the
+  request's first token and end; if that misses its SLO, its class decides: 429 with
+  ``Retry-After`` (``reject``) or admit best effort.
+- **Placement** among the replicas with room: the placement policy (by estimated
+  completion: a faster GPU class gets more); QLM's plan may name a replica per group.
+- **Eviction**: a request that a replica has not started and that would miss its deadline
+  there while another replica with room can make it is handed back (the replica aborts it;
+  the ingress re-queues it with its original deadline, avoiding that replica).
+- **Expiry**: a queued request whose deadline passed gets 504 if its class expires;
+  any request queued longer than ``queue_timeout_s`` gets 503.
+- **Durability**: the dispatcher journals dispatches and completions in :attr:`journal`;
+  the queue service writes them to the store.  :meth:`restore` rebuilds the state a
+  restarted queue manager reads back.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any
 
-from orchestrator.config import QueueConfig
-from orchestrator.errors import NoHealthyReplicaError, OverloadedError
+from orchestrator.config import QueueConfig, SLOClass, default_slo_classes
+from orchestrator.errors import (DuplicateRequestError, NoHealthyReplicaError, OverloadedError,
+                                 SLOUnattainableError)
+from orchestrator.estimator import WaitEstimator, speed_from_profile
+from orchestrator.eviction import choose_evictions
+from orchestrator.fleet import Assignment, ReplicaState
 from orchestrator.outcomes import Outcome
 from orchestrator.placement import PlacementPolicy, make_placement_policy
 from orchestrator.queue_policy import QueuedRequest, QueuePolicy, make_queue_policy
-from replicas.types import ReplicaStats
+from replicas.types import ReplicaStats, SLOSpec
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Assignment", "Dispatcher", "ReplicaState"]
 
-@dataclass(slots=True)
-class ReplicaState:
-    stats: ReplicaStats
-    last_seen_s: float
-    #: request id -> when it was assigned here
-    in_flight: dict[str, float] = field(default_factory=dict)
-    #: requests the replica reports serving that this manager did not assign (e.g. it
-    #: restarted and forgot them): they hold room too
-    num_unknown_active: int = 0
-
-    @property
-    def replica_id(self) -> str:
-        return self.stats.replica_id
-
-    @property
-    def num_holding(self) -> int:
-        """Requests that hold engine room: in flight here plus those the replica serves
-        that this manager does not know, less those paused on an API call (no engine
-        slot while their tool runs)."""
-        return max(0, len(self.in_flight) + self.num_unknown_active - self.stats.num_paused)
-
-    @property
-    def load_fraction(self) -> float:
-        return self.num_holding / max(1, self.stats.limits.max_in_flight)
-
-    def has_room(self) -> bool:
-        return (self.num_holding < self.stats.limits.max_in_flight
-                and self.stats.num_waiting <= self.stats.limits.max_waiting_requests)
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """The queue manager's answer to the ingress: where to run the request."""
-
-    request_id: str
-    replica_id: str
-    deployment: str
-    gpu_class: str
-    queued_s: float
+_MAX_SKIPPED = 64
 
 
 class Dispatcher:
     def __init__(self, config: QueueConfig, clock: Callable[[], float],
-                 policy: QueuePolicy | None = None,
-                 placement: PlacementPolicy | None = None) -> None:
+                 policy: QueuePolicy | None = None, placement: PlacementPolicy | None = None,
+                 slo_classes: dict[str, SLOClass] | None = None) -> None:
         self.config = config
         self._clock = clock
-        self._policy = policy or make_queue_policy(config.policy)
+        self.slo_classes = slo_classes if slo_classes is not None else default_slo_classes()
+        self._policy = policy or make_queue_policy(config.policy, **_policy_kwargs(config))
         self._placement = placement or make_placement_policy(config.placement)
+        self.estimator = WaitEstimator(z=config.estimator_z)
         self._replicas: dict[str, ReplicaState] = {}
         self._assigned: dict[str, str] = {}  # request id -> replica id
+        self._in_flight: dict[str, QueuedRequest] = {}  # dispatched, not finished
+        self._orphans: dict[str, dict[str, float]] = {}  # recovered: replica -> {id: since}
+        self._unattached: dict[str, float] = {}  # recovered queued id -> give up at
+        self._expiry: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._completions: deque[float] = deque()  # completion times, for Retry-After
         self._recent_done: deque[tuple[float, str]] = deque()  # (time, id) of releases
         self._recent_done_ids: set[str] = set()
+        self._last_pass_s = -math.inf
         self.outcomes: dict[Outcome, int] = {o: 0 for o in Outcome}
+        self.counters: dict[str, int] = {"best_effort": 0, "evictions": 0, "recovered": 0,
+                                         "replans": 0}
+        #: SLO class -> [met, finished or rejected]
+        self.attainment: dict[str, list[int]] = {}
+        #: ("dispatched", id, replica, deployment, gpu_class) | ("finished", id, outcome)
+        #: | ("requeued", id): drained by the queue service into the durable store.
+        self.journal: list[tuple[str, ...]] = []
 
     # ---- replicas ---------------------------------------------------------------------
-    def report(self, stats: ReplicaStats) -> None:
+    def report(self, stats: ReplicaStats) -> list[str]:
+        """Take a replica's report; returns the ids it should abort (evicted)."""
         now = self._clock()
         state = self._replicas.get(stats.replica_id)
         if state is None:
             logger.info("replica %s (%s, class %s) joined", stats.replica_id,
                         stats.deployment, stats.gpu_class)
-            self._replicas[stats.replica_id] = state = ReplicaState(stats=stats, last_seen_s=now)
-            self._reconcile(state, now)
+            state = ReplicaState(stats=stats, last_seen_s=now,
+                                 speed=speed_from_profile(stats.extra, stats.limits.max_num_seqs),
+                                 max_kv_usage=self.config.max_kv_usage)
+            self._replicas[stats.replica_id] = state
+            for rid, since in self._orphans.pop(stats.replica_id, {}).items():
+                state.in_flight[rid] = since
         else:
             state.stats = stats
             state.last_seen_s = now
-            self._reconcile(state, now)
+        saturated = not state.has_room() or stats.num_waiting > 0
+        state.speed = self.estimator.observe_replica(
+            stats.replica_id, stats.extra, stats.limits.max_num_seqs, stats.output_tokens_per_s,
+            stats.num_running, saturated)
+        self._reconcile(state, now)
+        evict, state.pending_evictions = state.pending_evictions, []
+        return evict
 
     def _reconcile(self, state: ReplicaState, now: float) -> None:
         """Release requests the replica has not been serving for ``lost_grace_s`` (a lost
@@ -114,10 +121,12 @@ class Dispatcher:
     def remove_replica(self, replica_id: str) -> list[str]:
         """Forget a replica; returns the ids of requests that were in flight on it."""
         state = self._replicas.pop(replica_id, None)
+        self.estimator.forget_replica(replica_id)
         if state is None:
             return []
         for request_id in state.in_flight:
             self._assigned.pop(request_id, None)
+            self._in_flight.pop(request_id, None)
         return sorted(state.in_flight)
 
     def is_healthy(self, state: ReplicaState, now_s: float) -> bool:
@@ -140,12 +149,27 @@ class Dispatcher:
             self.remove_replica(rid)
         return silent
 
-    # ---- requests ---------------------------------------------------------------------
+    # ---- admission --------------------------------------------------------------------
     def admit(self, request: QueuedRequest) -> None:
-        """Queue a request or raise a typed rejection (the request is then not queued)."""
+        """Assess and queue a request, or raise a typed rejection (then it is not queued)."""
+        self.assess(request)
+        self.enqueue(request)
+
+    def assess(self, request: QueuedRequest) -> None:
+        """Every admission check; fills the request's deadline and estimates.  Raises a
+        typed rejection; on return the request may be queued by :meth:`enqueue`."""
         if request.request_id in self._assigned or request.request_id in self._policy:
-            raise ValueError(f"duplicate request id {request.request_id!r}")
-        if not self.healthy_replicas(request.model):
+            raise DuplicateRequestError(
+                f"request id {request.request_id!r} is already in progress", param="X-Request-Id")
+        now = self._clock()
+        if request.arrival_s is None:
+            request.arrival_s = now
+        if request.slo is None and self.config.default_slo_class is not None:
+            c = self.slo_classes[self.config.default_slo_class]
+            request.slo = SLOSpec(class_name=self.config.default_slo_class,
+                                  ttft_ms=c.ttft_ms, e2e_ms=c.e2e_ms)
+        replicas = self.healthy_replicas(request.model)
+        if not replicas:
             self.outcomes[Outcome.REJECTED_NO_REPLICA] += 1
             raise NoHealthyReplicaError(
                 f"no healthy replica serves model {request.model!r}; retry later",
@@ -155,52 +179,157 @@ class Dispatcher:
             raise OverloadedError(
                 f"the queue is full ({self.config.max_queued} requests waiting); retry later",
                 retry_after_s=self.retry_after_s())
-        now = self._clock()
+        self.estimator.annotate(request)
+        views = [r.view() for r in replicas]
+        best_ttft, best_end = min(self.estimator.service_s(request, v) for v in views)
+        slo = request.slo
+        if slo is not None and slo.ttft_ms is not None:
+            request.deadline_s = request.arrival_s + slo.ttft_ms / 1000.0
+        elif slo is not None and slo.e2e_ms is not None:
+            request.deadline_s = request.arrival_s + slo.e2e_ms / 1000.0 - (best_end - best_ttft)
+        request.seq = next(self._seq) + 1
         request.enqueued_s = now
-        request.seq = next(self._seq)
-        self._policy.push(request, now)
+        wait = self.estimator.admission_wait_s(request, self._policy.key(request), views)
+        request.extra["est_wait_s"] = float(wait)
+        if slo is None or request.extra.get("evicted"):
+            return
+        misses = ((slo.ttft_ms is not None
+                   and now + wait + best_ttft > request.arrival_s + slo.ttft_ms / 1000.0)
+                  or (slo.e2e_ms is not None
+                      and now + wait + best_end > request.arrival_s + slo.e2e_ms / 1000.0))
+        if not misses:
+            return
+        cls = self.slo_classes.get(slo.class_name or "")
+        rule = cls.admission if cls is not None else self.config.explicit_slo_admission
+        if rule == "reject":
+            self.outcomes[Outcome.REJECTED_SLO] += 1
+            self.record_slo(request, met=False)
+            target = (f"ttft_ms {slo.ttft_ms}" if slo.ttft_ms is not None else f"e2e_ms {slo.e2e_ms}")
+            raise SLOUnattainableError(
+                f"no replica is estimated to meet this request's SLO (class "
+                f"{request.slo_class!r}, {target}); estimated queue wait {wait:.1f}s",
+                param="slo", retry_after_s=min(self.config.retry_after_max_s,
+                                               max(self.config.retry_after_min_s, wait)))
+        request.best_effort = True
+        self.counters["best_effort"] += 1
 
+    def enqueue(self, request: QueuedRequest, attached: bool = True) -> None:
+        """Put an assessed request in the queue."""
+        if request.request_id in self._assigned or request.request_id in self._policy:
+            raise DuplicateRequestError(
+                f"request id {request.request_id!r} is already in progress", param="X-Request-Id")
+        request.attached = attached
+        self._policy.push(request, self._clock())
+        self.estimator.queued(request, self._policy.key(request))
+        expire_at = request.enqueued_s + self.config.queue_timeout_s
+        cls = self.slo_classes.get(request.slo.class_name or "") if request.slo else None
+        if cls is not None and cls.expire:
+            expire_at = min(expire_at, request.deadline_s)
+        heapq.heappush(self._expiry, (expire_at, request.seq, request.request_id))
+
+    # ---- dispatch ---------------------------------------------------------------------
     def dispatch(self) -> list[Assignment]:
         """Give queued requests to replicas that have room, in policy order."""
         now = self._clock()
         assignments: list[Assignment] = []
         if not len(self._policy):
             return assignments
-        with_room = [r for r in self._replicas.values() if self.is_healthy(r, now) and r.has_room()]
-        if not with_room:
-            return assignments
-        for request in list(self._policy.ordered(now)):
-            candidates = self._candidates(request, with_room, now)
-            if not candidates:
-                if not any(r.has_room() for r in with_room):
+        rooms: dict[str, list[ReplicaState]] = {}
+        for r in self._replicas.values():
+            if self.is_healthy(r, now) and r.has_room():
+                rooms.setdefault(r.model, []).append(r)
+        for model, with_room in rooms.items():
+            skipped: list[QueuedRequest] = []
+            while with_room and len(skipped) < _MAX_SKIPPED:
+                puller = min(with_room, key=lambda r: (r.load_fraction, r.replica_id))
+                request = self._policy.pop_next(model, puller.replica_id, now)
+                if request is None:
                     break
-                continue
-            target = self._placement.choose(request, candidates, now)
-            self._policy.remove(request.request_id)
-            target.in_flight[request.request_id] = now
-            self._assigned[request.request_id] = target.replica_id
-            assignments.append(Assignment(request.request_id, target.replica_id,
-                                          target.stats.deployment, target.stats.gpu_class,
-                                          now - request.enqueued_s))
+                self.estimator.removed(request, self._policy.key(request))
+                candidates = self._candidates(request, with_room)
+                if not candidates or not request.attached:
+                    skipped.append(request)
+                    continue
+                target = self._target(request, candidates, now)
+                assignments.append(self._assign(request, target, now))
+                if not target.has_room():
+                    with_room.remove(target)
+            for request in skipped:
+                self.estimator.queued(request, self._policy.key(request))
+            self._policy.push_back(skipped, now)
         return assignments
 
-    def _candidates(self, request: QueuedRequest, with_room: list[ReplicaState],
-                    now: float) -> list[ReplicaState]:
+    def _target(self, request: QueuedRequest, candidates: list[ReplicaState],
+                now: float) -> ReplicaState:
+        preferred = self._policy.preferred_replica(request)
+        for r in candidates:
+            if r.replica_id == preferred:
+                return r
+        return self._placement.choose(request, candidates, now)
+
+    def _assign(self, request: QueuedRequest, target: ReplicaState, now: float) -> Assignment:
+        target.in_flight[request.request_id] = now
+        self._assigned[request.request_id] = target.replica_id
+        self._in_flight[request.request_id] = request
+        self.estimator.on_dispatch(target.replica_id, request, now)
+        self.journal.append(("dispatched", request.request_id, target.replica_id,
+                             target.stats.deployment, target.stats.gpu_class))
+        return Assignment(request.request_id, target.replica_id, target.stats.deployment,
+                          target.stats.gpu_class, now - request.enqueued_s)
+
+    def _candidates(self, request: QueuedRequest,
+                    with_room: list[ReplicaState]) -> list[ReplicaState]:
         """Replicas with room for this request.  A retried request avoids the replica that
-        failed it while another healthy replica serves its model."""
-        out = [r for r in with_room if r.stats.model == request.model and r.has_room()]
+        failed (or evicted) it while another healthy replica serves its model."""
+        out = list(with_room)
         avoid = request.extra.get("avoid_replica")
         if avoid is not None and any(r.replica_id != avoid for r in
                                      self.healthy_replicas(request.model)):
             out = [r for r in out if r.replica_id != avoid]
         return out
 
-    def complete(self, request_id: str, outcome: Outcome | None = Outcome.COMPLETED) -> bool:
+    # ---- the periodic pass: estimates, QLM re-plan, eviction ---------------------------
+    def run_pass(self, force: bool = False) -> dict[str, Any]:
+        """Every ``replan_period_s`` (or when the estimator's curve grew long): walk the
+        queue, refresh the virtual queues, let the policy re-plan, choose evictions."""
+        now = self._clock()
+        if not force and now - self._last_pass_s < self.config.replan_period_s \
+                and not self.estimator.needs_pass():
+            return {}
+        self._last_pass_s = now
+        views = [r.view() for r in self._replicas.values() if self.is_healthy(r, now)]
+        result = self.estimator.run_pass(self._policy.ordered(now), self._policy.key, views, now)
+        done = self._policy.replan(result, now)
+        if done.get("replanned"):
+            self.counters["replans"] += 1
+        if self.config.eviction.enabled:
+            self._evict(now)
+        return done
+
+    def _evict(self, now: float) -> None:
+        healthy = [r for r in self._replicas.values() if self.is_healthy(r, now)]
+        queued_heads = {m for (m, _c) in self._policy.group_sizes()}
+        for replica_id, request_id in choose_evictions(
+                healthy, self._in_flight, queued_heads, now, self.config.eviction.overhead_s):
+            state = self._replicas[replica_id]
+            request = self._in_flight.get(request_id)
+            if request is None or request.extra.get("evicted"):
+                continue
+            request.extra["evicted"] = True
+            state.pending_evictions.append(request_id)
+            self.counters["evictions"] += 1
+            logger.info("evicting %s from %s (deadline in %.1fs)", request_id, replica_id,
+                        request.deadline_s - now)
+
+    # ---- completion -------------------------------------------------------------------
+    def complete(self, request_id: str, outcome: Outcome | None = Outcome.COMPLETED,
+                 slo_met: bool | None = None) -> bool:
         """Release a dispatched request; False if it was not in flight.  ``outcome`` None
         releases the room without counting an outcome."""
         replica_id = self._assigned.pop(request_id, None)
         if replica_id is None:
             return False
+        request = self._in_flight.pop(request_id, None)
         state = self._replicas.get(replica_id)
         if state is not None:
             state.in_flight.pop(request_id, None)
@@ -208,27 +337,117 @@ class Dispatcher:
         if outcome is not None:
             self.outcomes[outcome] += 1
             self._completions.append(now)
+        if request is not None and slo_met is not None:
+            self.record_slo(request, slo_met)
         self._recent_done.append((now, request_id))
         self._recent_done_ids.add(request_id)
+        self.journal.append(("finished", request_id, (outcome or Outcome.FAILED).value))
         return True
+
+    def release_for_retry(self, request_id: str, outcome: Outcome) -> None:
+        """A dispatched request comes back to be queued again (its replica failed before
+        the first token, or evicted it): free its room; its record stays."""
+        replica_id = self._assigned.pop(request_id, None)
+        self._in_flight.pop(request_id, None)
+        state = self._replicas.get(replica_id) if replica_id else None
+        if state is not None:
+            state.in_flight.pop(request_id, None)
+        if replica_id is not None:
+            self.outcomes[outcome] += 1
+            self.journal.append(("requeued", request_id))
+
+    def record_slo(self, request: QueuedRequest, met: bool) -> None:
+        if request.slo is None:
+            return
+        entry = self.attainment.setdefault(request.slo_class, [0, 0])
+        entry[0] += int(met)
+        entry[1] += 1
 
     def cancel(self, request_id: str) -> bool:
         """Withdraw a request, queued or in flight; False if unknown."""
-        if self._policy.remove(request_id) is not None:
+        request = self._policy.remove(request_id)
+        if request is not None:
+            self.estimator.removed(request, self._policy.key(request))
+            self._unattached.pop(request_id, None)
             self.outcomes[Outcome.CANCELLED] += 1
+            self.journal.append(("finished", request_id, Outcome.CANCELLED.value))
             return True
         return self.complete(request_id, Outcome.CANCELLED)
 
-    def expire(self) -> list[QueuedRequest]:
-        """Remove requests queued longer than ``queue_timeout_s``."""
+    def expire(self) -> list[tuple[QueuedRequest, bool]]:
+        """Remove queued requests past their expiry: (request, True when its SLO deadline
+        passed — 504 — False when it waited longer than ``queue_timeout_s`` — 503).
+        Recovered requests nobody re-attached to are dropped too (not returned)."""
         now = self._clock()
-        expired = [r for r in self._policy.ordered(now)
-                   if now - r.enqueued_s > self.config.queue_timeout_s]
-        for request in expired:
-            self._policy.remove(request.request_id)
+        out: list[tuple[QueuedRequest, bool]] = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, seq, request_id = heapq.heappop(self._expiry)
+            request = self._policy.get(request_id)
+            if request is None or request.seq != seq:  # gone, or queued again since
+                continue
+            self._policy.remove(request_id)
+            self.estimator.removed(request, self._policy.key(request))
             self.outcomes[Outcome.EXPIRED] += 1
-        return expired
+            self.record_slo(request, met=False)
+            self.journal.append(("finished", request_id, Outcome.EXPIRED.value))
+            out.append((request, now - request.enqueued_s < self.config.queue_timeout_s))
+        for request_id, give_up_s in list(self._unattached.items()):
+            request = self._policy.get(request_id)
+            if request is None or request.attached:
+                del self._unattached[request_id]
+            elif now >= give_up_s:
+                del self._unattached[request_id]
+                self._policy.remove(request_id)
+                self.estimator.removed(request, self._policy.key(request))
+                self.outcomes[Outcome.ABANDONED] += 1
+                self.journal.append(("finished", request_id, Outcome.ABANDONED.value))
+                logger.warning("recovered request %s: no caller re-attached; dropped", request_id)
+        return out
 
+    # ---- recovery ---------------------------------------------------------------------
+    def restore_queued(self, request: QueuedRequest, reattach_grace_s: float) -> None:
+        """A request recovered from the store, queued before the restart: back in the queue
+        (its policy key is unchanged, so the order holds), waiting for its caller."""
+        self._seq = itertools.count(max(next(self._seq), request.seq) + 1)
+        self.enqueue(request, attached=False)
+        self._unattached[request.request_id] = self._clock() + reattach_grace_s
+        self.counters["recovered"] += 1
+
+    def restore_dispatched(self, request: QueuedRequest, replica_id: str) -> None:
+        """A request recovered as dispatched: it holds room on its replica (if the replica
+        no longer serves it, reconciliation releases it after ``lost_grace_s``)."""
+        now = self._clock()
+        self._assigned[request.request_id] = replica_id
+        self._in_flight[request.request_id] = request
+        state = self._replicas.get(replica_id)
+        if state is not None:
+            state.in_flight[request.request_id] = now
+        else:
+            self._orphans.setdefault(replica_id, {})[request.request_id] = now
+        self.counters["recovered"] += 1
+
+    def attach(self, request_id: str) -> Assignment | bool:
+        """A caller re-attaches to a known request: its assignment if dispatched, True if
+        queued (it will be dispatched), False if unknown."""
+        request = self._policy.get(request_id)
+        if request is not None:
+            request.attached = True
+            self._unattached.pop(request_id, None)
+            return True
+        replica_id = self._assigned.get(request_id)
+        if replica_id is None:
+            return False
+        state = self._replicas.get(replica_id)
+        request = self._in_flight[request_id]
+        return Assignment(request_id, replica_id,
+                          state.stats.deployment if state else str(request.extra.get("deployment", "")),
+                          state.stats.gpu_class if state else str(request.extra.get("gpu_class", "")),
+                          0.0)
+
+    def lookup(self, request_id: str) -> QueuedRequest | None:
+        return self._policy.get(request_id) or self._in_flight.get(request_id)
+
+    # ---- rates ------------------------------------------------------------------------
     def completion_rate_per_s(self, window_s: float = 30.0) -> float:
         """Completions per second over the last ``window_s`` seconds."""
         now = self._clock()
@@ -256,24 +475,17 @@ class Dispatcher:
     def num_in_flight(self) -> int:
         return len(self._assigned)
 
-    def snapshot(self) -> dict[str, object]:
-        now = self._clock()
-        return {
-            "policy": self._policy.name,
-            "num_queued": self.num_queued,
-            "num_in_flight": self.num_in_flight,
-            "outcomes": {o.value: n for o, n in self.outcomes.items()},
-            "replicas": [
-                {"replica_id": r.replica_id, "deployment": r.stats.deployment,
-                 "gpu_class": r.stats.gpu_class, "model": r.stats.model,
-                 "healthy": self.is_healthy(r, now), "in_flight": len(r.in_flight),
-                 "max_in_flight": r.stats.limits.max_in_flight,
-                 "num_running": r.stats.num_running, "num_waiting": r.stats.num_waiting,
-                 "num_paused": r.stats.num_paused,
-                 "kv_usage": r.stats.kv_usage,
-                 "output_tokens_per_s": r.stats.output_tokens_per_s,
-                 "seconds_since_report": now - r.last_seen_s,
-                 "predictor_address": r.stats.predictor_address, "extra": dict(r.stats.extra)}
-                for r in self._replicas.values()
-            ],
-        }
+    @property
+    def policy(self) -> QueuePolicy:
+        return self._policy
+
+    def snapshot(self) -> dict[str, Any]:
+        from orchestrator.snapshot import snapshot
+        return snapshot(self)
+
+
+def _policy_kwargs(config: QueueConfig) -> dict[str, Any]:
+    if config.policy != "qlm":
+        return {}
+    return {"swap_cost_s": config.model_swap_cost_s, "allow_model_swap": config.allow_model_swap,
+            "time_limit_s": config.plan_time_limit_s}

@@ -81,6 +81,38 @@ class OverloadedError(AugserveError):
     code = "queue_full"
 
 
+class SLOUnattainableError(AugserveError):
+    """No placement is estimated to meet the request's SLO and its class rejects."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "slo_unattainable"
+
+
+class DuplicateRequestError(AugserveError):
+    """An X-Request-Id that is in progress or finished recently."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "duplicate_request_id"
+
+
+class DeadlineExceededError(AugserveError):
+    """The request's SLO deadline passed while it was queued (its class expires)."""
+
+    status_code = 504
+    error_type = "timeout_error"
+    code = "slo_deadline_exceeded"
+
+
+class DurabilityUnavailableError(AugserveError):
+    """Durability is required and the durable store cannot take the request now."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "durability_unavailable"
+
+
 class NoHealthyReplicaError(AugserveError):
     status_code = 503
     error_type = "service_unavailable"

@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
+import time
 import uuid
 from typing import Any
 
@@ -17,10 +19,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
 from orchestrator.config import AppConfig
-from orchestrator.errors import (AugserveError, InternalError, InvalidRequestError,
+from orchestrator.errors import (AugserveError, DeadlineExceededError,
+                                 DurabilityUnavailableError, InternalError, InvalidRequestError,
                                  ModelNotFoundError, NoHealthyReplicaError, NotFoundError,
                                  OverloadedError, PayloadTooLargeError, QueueTimeoutError,
-                                 QueueUnavailableError)
+                                 QueueUnavailableError, SLOUnattainableError)
 from orchestrator.metrics import IngressMetrics
 from orchestrator.models import ServedModel
 from orchestrator.openai_format import DONE, ResponseShape, finish_reason_of, sse, usage
@@ -34,6 +37,9 @@ from replicas.router import TARGET_KWARG
 from replicas.types import TokenDelta
 
 logger = logging.getLogger("ray.serve")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: How long a caller keeps re-attaching to a restarting queue manager before it gives up.
+QUEUE_RECONNECT_S = 60.0
 app = FastAPI(title="augserve", description="OpenAI-compatible API with SLO-aware queueing")
 
 
@@ -62,6 +68,12 @@ async def _bad_method(request: Request, _: Exception) -> JSONResponse:
 def _rejection_outcome(exc: AugserveError) -> Outcome:
     if isinstance(exc, OverloadedError):
         return Outcome.REJECTED_OVERLOAD
+    if isinstance(exc, SLOUnattainableError):
+        return Outcome.REJECTED_SLO
+    if isinstance(exc, DurabilityUnavailableError):
+        return Outcome.REJECTED_UNDURABLE
+    if isinstance(exc, DeadlineExceededError):
+        return Outcome.EXPIRED
     if isinstance(exc, NoHealthyReplicaError):
         return Outcome.REJECTED_NO_REPLICA
     if isinstance(exc, QueueTimeoutError):
@@ -97,7 +109,7 @@ class Ingress:
         self.replicas = {name: h.options(_by_reference=False) for name, h in replicas.items()}
         self.models = {name: ServedModel.load(name, rs) for name, rs in self.config.models().items()}
         self.metrics = IngressMetrics()
-        self._finished: list[tuple[str, str]] = []
+        self._finished: list[tuple[str, str, bool | None]] = []
         self.predictor = make_client(self.config, predictor)
         self._max_api_names = self.config.predictor.server.max_api_names
         if self.predictor is not None:  # learn the address off the request path
@@ -131,6 +143,12 @@ class Ingress:
         except Exception as exc:  # noqa: BLE001 - the queue manager is down or restarting
             return error_response(QueueUnavailableError(
                 f"the queue manager is unavailable: {type(exc).__name__}", retry_after_s=2.0))
+
+    @app.get("/v1/admin/slo_classes")
+    async def slo_classes(self) -> dict[str, Any]:
+        return {"slo_classes": {k: v.model_dump(mode="json")
+                                for k, v in self.config.slo_classes.items()},
+                "default_slo_class": self.config.queue.default_slo_class}
 
     @app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
@@ -169,8 +187,7 @@ class Ingress:
                                          f"served: {sorted(self.models)}", param="model")
             model_name = model.name
             prompt = chat_prompt(req, model) if kind == "chat" else completion_prompt(req, model)
-            prefix = "chatcmpl" if kind == "chat" else "cmpl"
-            request_id = f"{prefix}-{uuid.uuid4().hex}"
+            request_id = self._request_id(http, kind)
             built = build_request(req, prompt.ids, model, self.config, request_id)
             run = RequestRun(built.queued, built.replica, enqueue=self._enqueue,
                              open_stream=self._open_stream, release=self._release,
@@ -199,30 +216,54 @@ class Ingress:
                                      media_type="text/event-stream", headers=headers)
         return await self._collect(run, shape, endpoint, headers)
 
+    @staticmethod
+    def _request_id(http: Request, kind: str) -> str:
+        """The client's ``X-Request-Id`` (submission is idempotent: a repeat while it is in
+        progress or recently finished gets 409), else a fresh id."""
+        given = http.headers.get("x-request-id")
+        if given is None:
+            return f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+        if not _REQUEST_ID.fullmatch(given):
+            raise InvalidRequestError(
+                "X-Request-Id: 1 to 128 characters of letters, digits and . _ : - are allowed",
+                param="X-Request-Id")
+        return given
+
     async def _enqueue(self, queued: QueuedRequest, retry: bool = False):
-        response = self.qm.enqueue.remote(queued, retry)
-        try:
-            return await response
-        except asyncio.CancelledError:
-            response.cancel()
-            self.qm.cancel.remote(queued.request_id)
-            raise
-        except AugserveError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the queue manager died or is restarting
-            logger.warning("queue manager unavailable: %s", exc)
-            raise QueueUnavailableError("the queue manager is unavailable; retry later",
-                                        retry_after_s=2.0) from None
+        """Admission by the queue manager.  When it dies (Serve restarts it, and it
+        recovers its queue from Redis), the request re-attaches under its id: never
+        queued twice, never lost; after ``QUEUE_RECONNECT_S`` the client gets 503."""
+        deadline = time.monotonic() + QUEUE_RECONNECT_S
+        resume, delay_s = False, 0.25
+        while True:
+            response = self.qm.enqueue.remote(queued, retry, resume)
+            try:
+                return await response
+            except asyncio.CancelledError:
+                response.cancel()
+                self.qm.cancel.remote(queued.request_id)
+                raise
+            except AugserveError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the queue manager died or is restarting
+                if time.monotonic() + delay_s > deadline:
+                    logger.warning("queue manager unavailable: %s", exc)
+                    raise QueueUnavailableError("the queue manager is unavailable; retry later",
+                                                retry_after_s=2.0) from None
+                logger.warning("request %s: queue manager unavailable (%s); re-attaching",
+                               queued.request_id, type(exc).__name__)
+                await asyncio.sleep(delay_s)
+                resume, delay_s = True, min(2.0, delay_s * 2)
 
     def _open_stream(self, assignment, replica_request):
         handle = self.replicas[assignment.deployment]
         return handle.options(stream=True).generate.remote(
             replica_request, **{TARGET_KWARG: assignment.replica_id})
 
-    def _release(self, request_id: str, outcome: Outcome) -> None:
+    def _release(self, request_id: str, outcome: Outcome, slo_met: bool | None = None) -> None:
         """Queue a completion notice; notices leave together every 5 ms (under load many
         requests finish close together: one RPC instead of many)."""
-        self._finished.append((request_id, outcome.value))
+        self._finished.append((request_id, outcome.value, slo_met))
         if len(self._finished) == 1:
             asyncio.get_running_loop().call_later(0.005, self._flush_finished)
 

@@ -37,3 +37,42 @@ class QueueMetrics:
             boundaries=LATENCY_BOUNDARIES_S, tag_keys=("gpu_class",))
         self.admissions = metrics.Counter(
             "augserve_queue_outcomes_total", description="Queue outcomes.", tag_keys=("outcome",))
+        self.group_length = metrics.Gauge(
+            "augserve_queue_group_length", description="Queued requests per request group.",
+            tag_keys=("model", "slo_class"))
+        self.estimator_error = metrics.Gauge(
+            "augserve_queue_estimator_error", description="Median relative error of the "
+            "waiting-time estimate (|estimated - actual| / actual) over recent dispatches.")
+        self.durable = metrics.Gauge(
+            "augserve_queue_durable", description="1 while accepted requests reach Redis.")
+        self.recoveries = metrics.Counter(
+            "augserve_queue_recovered_total", description="Requests recovered from the store "
+            "after a queue manager restart.")
+        self.nondurable = metrics.Counter(
+            "augserve_queue_nondurable_admissions_total", description="Requests accepted in "
+            "memory only (best-effort durability while Redis was unreachable).")
+        self.events = metrics.Counter(
+            "augserve_queue_events_total", description="Evictions, SLO rejections, best-effort "
+            "admissions, expiries, QLM re-plans.", tag_keys=("event",))
+        self.slo = metrics.Counter(
+            "augserve_slo_requests_total", description="Requests with an SLO by class and "
+            "whether they met it (rejected and expired ones did not).",
+            tag_keys=("slo_class", "met"))
+        self._last: dict[tuple, int] = {}
+
+    def _count(self, counter, key: tuple, value: int, tags: dict[str, str]) -> None:
+        delta = value - self._last.get(key, 0)
+        if delta > 0:
+            counter.inc(delta, tags=tags)
+        self._last[key] = value
+
+    def publish_counters(self, core) -> None:
+        """Turn the dispatcher's cumulative counts into counter increments."""
+        from orchestrator.outcomes import Outcome
+        events = {**core.counters, "rejected_slo": core.outcomes[Outcome.REJECTED_SLO],
+                  "expired": core.outcomes[Outcome.EXPIRED]}
+        for name, value in events.items():
+            self._count(self.events, ("event", name), value, {"event": name})
+        for cls, (met, total) in core.attainment.items():
+            self._count(self.slo, ("slo", cls, "1"), met, {"slo_class": cls, "met": "true"})
+            self._count(self.slo, ("slo", cls, "0"), total - met, {"slo_class": cls, "met": "false"})

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from orchestrator.dispatcher import ReplicaState
+    from orchestrator.fleet import ReplicaState
     from orchestrator.queue_policy import QueuedRequest
 
 
@@ -32,8 +32,25 @@ class LeastLoadedPlacement(PlacementPolicy):
                                               r.replica_id))
 
 
+class EstimatedCompletionPlacement(PlacementPolicy):
+    """The replica where the request is estimated to finish first: its prefill and
+    decode at the replica's measured speed next to what it already runs (QLM's load
+    balancing; a faster GPU class gets more).  Ties: replica id."""
+
+    name = "estimated-completion"
+
+    def choose(self, request: QueuedRequest, candidates: Sequence[ReplicaState],
+               now_s: float) -> ReplicaState:
+        def finish_s(r: ReplicaState) -> float:
+            speed = r.speed
+            running = min(r.num_holding, r.stats.limits.max_num_seqs)
+            return (speed.prefill_s(request.num_prompt_tokens)
+                    + max(request.predicted_tokens, 1.0) / speed.seq_tokens_per_s(running))
+        return min(candidates, key=lambda r: (finish_s(r), r.replica_id))
+
+
 PLACEMENT_POLICIES: dict[str, type[PlacementPolicy]] = {
-    p.name: p for p in (LeastLoadedPlacement,)
+    p.name: p for p in (LeastLoadedPlacement, EstimatedCompletionPlacement)
 }
 
 

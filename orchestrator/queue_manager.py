@@ -1,9 +1,12 @@
 """The global queue manager: one logical actor (a one-replica Serve deployment) around
-the plain-Python :class:`~orchestrator.dispatcher.Dispatcher`.
+the plain-Python :class:`~orchestrator.dispatcher.Dispatcher` and a durable store.
 
-``enqueue`` admits a request and returns its :class:`Assignment` once a replica has
-room; replicas ``report`` their stats; the ingress calls ``complete`` when the stream
-ends.  It never carries tokens."""
+``enqueue`` admits a request — written to the store before it is acknowledged — and
+returns its :class:`Assignment` once a replica has room; replicas ``report`` their stats
+(and get back the ids to evict); the ingress calls ``complete`` when the stream ends.
+It never carries tokens.  When Serve restarts the actor, ``__init__`` recovers every
+unfinished request from the store; callers re-attach with ``enqueue(..., resume=True)``.
+"""
 
 from __future__ import annotations
 
@@ -14,43 +17,110 @@ from typing import Any
 
 from ray import serve
 
-from orchestrator.config import QueueConfig
+from orchestrator.config import QueueConfig, SLOClass
 from orchestrator.dispatcher import Assignment, Dispatcher
-from orchestrator.errors import QueueTimeoutError
+from orchestrator.errors import (DeadlineExceededError, DuplicateRequestError,
+                                 DurabilityUnavailableError, QueueTimeoutError)
 from orchestrator.metrics import QueueMetrics
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_policy import QueuedRequest
+from orchestrator.store import (MemoryStore, QueueStore, RateLimitedLog,
+                                RequestAlreadyFinishedError, StoreUnavailableError, make_store)
 from replicas.types import ReplicaStats
 
 logger = logging.getLogger("ray.serve")
 
 
 class QueueService:
-    """The asyncio side of the queue: futures for waiting callers, a periodic tick."""
+    """The asyncio side of the queue: futures for waiting callers, the store, a tick."""
 
-    def __init__(self, config: QueueConfig, clock=time.monotonic,
-                 metrics: QueueMetrics | None = None) -> None:
-        self.core = Dispatcher(config, clock)
+    def __init__(self, config: QueueConfig, clock=time.time,
+                 metrics: QueueMetrics | None = None,
+                 slo_classes: dict[str, SLOClass] | None = None,
+                 store: QueueStore | None = None) -> None:
+        self.core = Dispatcher(config, clock, slo_classes=slo_classes)
+        self.store = store or MemoryStore()
+        self.required = config.durability.mode == "required"
         self._waiters: dict[str, asyncio.Future[Assignment]] = {}
         self._metrics = metrics
+        self._warn = RateLimitedLog(logger)
+        self.num_nondurable = 0
 
-    async def enqueue(self, request: QueuedRequest, retry: bool = False) -> Assignment:
-        """Admit and wait for an assignment.  ``retry``: the request's replica failed before
-        its first token; release that assignment and queue it again, in one step."""
+    async def start(self) -> int:
+        """Connect the store and recover what it holds; returns how many were recovered."""
+        await self.store.start()
+        grace = self.core.config.durability.reattach_grace_s
+        recovered = await self.store.load()
+        for stored in recovered:
+            if stored.state == "queued":
+                self.core.restore_queued(stored.request, grace)
+            else:
+                stored.request.extra.update(deployment=stored.deployment,
+                                            gpu_class=stored.gpu_class)
+                self.core.restore_dispatched(stored.request, stored.replica_id or "")
+        if recovered:
+            logger.warning("queue manager recovered %d unfinished requests from the store "
+                           "(%d queued)", len(recovered),
+                           sum(1 for s in recovered if s.state == "queued"))
+            if self._metrics:
+                self._metrics.recoveries.inc(len(recovered))
+        return len(recovered)
+
+    async def enqueue(self, request: QueuedRequest, retry: bool = False,
+                      resume: bool = False) -> Assignment:
+        """Admit and wait for an assignment.
+
+        ``retry``: the request's replica failed before its first token, or evicted it;
+        release that assignment and queue it again.  ``resume``: the caller lost its queue
+        manager (restart) and re-attaches; a request this manager knows is not queued
+        twice."""
+        rid = request.request_id
+        if resume:
+            known = self.core.attach(rid)
+            if isinstance(known, Assignment):
+                return known
+            if known:
+                return await self._wait(rid)
         if retry:
-            self.core.complete(request.request_id, Outcome.FAILED)
-        self.core.admit(request)  # raises a typed rejection
+            self.core.release_for_retry(
+                rid, Outcome.EVICTED if request.extra.get("evicted") else Outcome.FAILED)
+        self.core.assess(request)  # raises a typed rejection
+        try:
+            durable = await self.store.put(request, required=self.required)
+        except RequestAlreadyFinishedError as exc:
+            raise DuplicateRequestError(
+                f"request id {rid!r} already finished ({exc.outcome}); use a new X-Request-Id",
+                param="X-Request-Id") from None
+        except StoreUnavailableError as exc:
+            self.core.outcomes[Outcome.REJECTED_UNDURABLE] += 1
+            raise DurabilityUnavailableError(
+                f"the queue's durable store is unavailable ({exc}); durability is required, "
+                "so no new request is accepted now", retry_after_s=2.0) from None
+        if not durable:
+            self.num_nondurable += 1
+            self._warn.warning("request accepted without durability (the store is not "
+                               "reachable; it is written once it is back)")
+            if self._metrics:
+                self._metrics.nondurable.inc()
+        self.core.enqueue(request)
+        return await self._wait(rid)
+
+    async def _wait(self, request_id: str) -> Assignment:
         future: asyncio.Future[Assignment] = asyncio.get_running_loop().create_future()
-        self._waiters[request.request_id] = future
+        old = self._waiters.get(request_id)
+        if old is not None and not old.done():
+            old.cancel()
+        self._waiters[request_id] = future
         self.pump()
         try:
             return await future
         except asyncio.CancelledError:
-            if self.core.cancel(request.request_id):
+            if self._waiters.get(request_id) is future and self.core.cancel(request_id):
                 self.pump()
             raise
         finally:
-            self._waiters.pop(request.request_id, None)
+            if self._waiters.get(request_id) is future:
+                del self._waiters[request_id]
 
     def pump(self) -> None:
         for assignment in self.core.dispatch():
@@ -62,10 +132,20 @@ class QueueService:
             if self._metrics:
                 self._metrics.queue_wait.observe(assignment.queued_s,
                                                  tags={"gpu_class": assignment.gpu_class})
-        self._update_gauges()
+        self._drain_journal()
 
-    def complete(self, request_id: str, outcome: Outcome) -> bool:
-        released = self.core.complete(request_id, outcome)
+    def _drain_journal(self) -> None:
+        journal, self.core.journal = self.core.journal, []
+        for op in journal:
+            if op[0] == "dispatched":
+                self.store.dispatched(op[1], op[2], op[3], op[4])
+            elif op[0] == "finished":
+                self.store.finished(op[1], op[2])
+            else:
+                self.store.requeued(op[1])
+
+    def complete(self, request_id: str, outcome: Outcome, slo_met: bool | None = None) -> bool:
+        released = self.core.complete(request_id, outcome, slo_met)
         if released and self._metrics:
             self._metrics.admissions.inc(tags={"outcome": outcome.value})
         self.pump()
@@ -80,29 +160,55 @@ class QueueService:
         self.pump()
         return released
 
-    def report(self, stats: ReplicaStats) -> None:
-        self.core.report(stats)
+    def report(self, stats: ReplicaStats) -> list[str]:
+        evict = self.core.report(stats)
         self.pump()
+        return evict
 
     def tick(self) -> None:
-        for request in self.core.expire():
-            self._fail(request.request_id, QueueTimeoutError(
-                f"request waited longer than {self.core.config.queue_timeout_s:g}s in the queue",
-                retry_after_s=self.core.retry_after_s()))
+        for request, slo_deadline in self.core.expire():
+            if slo_deadline:
+                error: Exception = DeadlineExceededError(
+                    f"the request's SLO deadline (class {request.slo_class!r}) passed while it "
+                    "was queued", param="slo")
+            else:
+                error = QueueTimeoutError(
+                    f"request waited longer than {self.core.config.queue_timeout_s:g}s in the "
+                    "queue", retry_after_s=self.core.retry_after_s())
+            self._fail(request.request_id, error)
         self.core.reap_replicas()
-        # Queued requests of a model that lost its last replica stay queued (until
-        # queue_timeout_s): the replica is usually being restarted by Serve.
+        self.core.run_pass()
+        # Queued requests of a model that lost its last replica stay queued (until they
+        # expire): the replica is usually being restarted by Serve.
         self.pump()
+        self._update_gauges()
 
     def _fail(self, request_id: str, error: Exception) -> None:
         future = self._waiters.get(request_id)
         if future is not None and not future.done():
             future.set_exception(error)
 
+    def stats(self) -> dict[str, Any]:
+        snap = self.core.snapshot()
+        snap["durability"] = {"mode": self.core.config.durability.mode,
+                              "store": self.store.name, "durable": self.store.durable,
+                              "nondurable_admissions": self.num_nondurable,
+                              **self.store.stats()}
+        return snap
+
     def _update_gauges(self) -> None:
-        if self._metrics:
-            self._metrics.queue_length.set(self.core.num_queued)
-            self._metrics.in_flight.set(self.core.num_in_flight)
+        m = self._metrics
+        if not m:
+            return
+        m.queue_length.set(self.core.num_queued)
+        m.in_flight.set(self.core.num_in_flight)
+        for (model, cls), n in self.core.policy.group_sizes().items():
+            m.group_length.set(n, tags={"model": model, "slo_class": cls})
+        err = self.core.estimator.error_stats()["estimator_error_median"]
+        if err == err:  # not NaN
+            m.estimator_error.set(err)
+        m.durable.set(1.0 if self.store.durable else 0.0)
+        m.publish_counters(self.core)
 
 
 @serve.deployment(
@@ -112,28 +218,39 @@ class QueueService:
     health_check_period_s=5,
 )
 class QueueManager:
-    def __init__(self, config: dict[str, Any]) -> None:
-        self._service = QueueService(QueueConfig.model_validate(config), metrics=QueueMetrics())
-        self._ticker = asyncio.get_event_loop().create_task(self._tick_loop())
+    async def __init__(self, config: dict[str, Any]) -> None:
+        queue = QueueConfig.model_validate(config["queue"])
+        classes = {k: SLOClass.model_validate(v) for k, v in config["slo_classes"].items()}
+        store = make_store(queue.durability.store_config())
+        if queue.durability.redis_url is None:
+            logger.warning("queue durability: no redis_url; accepted requests are kept in "
+                           "memory only and are lost if the queue manager restarts")
+        self._service = QueueService(queue, metrics=QueueMetrics(), slo_classes=classes,
+                                     store=store)
+        await self._service.start()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
 
-    async def enqueue(self, request: QueuedRequest, retry: bool = False) -> Assignment:
-        return await self._service.enqueue(request, retry)
+    async def enqueue(self, request: QueuedRequest, retry: bool = False,
+                      resume: bool = False) -> Assignment:
+        return await self._service.enqueue(request, retry, resume)
 
-    async def complete(self, request_id: str, outcome: str = Outcome.COMPLETED.value) -> bool:
-        return self._service.complete(request_id, Outcome(outcome))
+    async def complete(self, request_id: str, outcome: str = Outcome.COMPLETED.value,
+                       slo_met: bool | None = None) -> bool:
+        return self._service.complete(request_id, Outcome(outcome), slo_met)
 
-    async def complete_many(self, finished: list[tuple[str, str]]) -> int:
+    async def complete_many(self, finished: list[tuple[str, str, bool | None]]) -> int:
         """Release several requests in one call (the ingress batches its notices)."""
-        return sum(self._service.complete(rid, Outcome(outcome)) for rid, outcome in finished)
+        return sum(self._service.complete(rid, Outcome(outcome), met)
+                   for rid, outcome, met in finished)
 
     async def cancel(self, request_id: str) -> bool:
         return self._service.cancel(request_id)
 
-    async def report(self, stats: ReplicaStats) -> None:
-        self._service.report(stats)
+    async def report(self, stats: ReplicaStats) -> list[str]:
+        return self._service.report(stats)
 
     async def stats(self) -> dict[str, Any]:
-        return self._service.core.snapshot()
+        return self._service.stats()
 
     async def check_health(self) -> None:
         if self._ticker.done():
@@ -147,4 +264,3 @@ class QueueManager:
                 self._service.tick()
             except Exception:  # noqa: BLE001 - keep ticking; the error is logged
                 logger.exception("queue manager tick failed")
-

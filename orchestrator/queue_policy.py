@@ -1,22 +1,36 @@
 """Ordering policies of the global queue: one small class per policy behind one seam.
 
-A policy only orders; admission limits, placement and room checks belong to the
-dispatcher.  The natural order of queued requests is defined once, on
-:class:`QueuedRequest` (priority, then arrival, then sequence number, as vLLM's
-``Request.__lt__``); a policy either uses it or documents the key it uses instead.
+A policy only orders; admission, placement, room and deadlines belong to the dispatcher.
+Queued requests are kept in **request groups** (model, SLO class), one heap per group, so
+that taking the next request for a replica with room costs ``O(groups · log n)`` however
+long the queue is (QLM keeps per-group queues for the same reason).
+
+Each policy defines its order in one place, :meth:`QueuePolicy.key`:
+
+- ``fifo``: admission order;
+- ``priority``: the order of :class:`QueuedRequest` (priority, arrival, sequence — vLLM's
+  ``Request.__lt__``);
+- ``edf``: earliest deadline first (then priority, arrival);
+- ``qlm``: EDF, with requests the estimator says will miss anyway moved behind those that
+  can still make it, and each group preferring the replicas its last re-plan gave it
+  (:mod:`orchestrator.qlm`).
 """
 
 from __future__ import annotations
 
 import heapq
-from abc import ABC, abstractmethod
-from collections import OrderedDict
+import math
+from abc import ABC
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from predictor_service.types import Prediction
 from replicas.types import SLOSpec
+
+#: The group of requests that gave explicit targets rather than a class name.
+CUSTOM_SLO_GROUP = "custom"
+NO_SLO_GROUP = "none"
 
 
 @dataclass(eq=False, slots=True)
@@ -32,85 +46,79 @@ class QueuedRequest:
     session_id: str | None = None
     #: The predictor's estimate at arrival (None when the predictor is disabled).
     prediction: Prediction | None = None
+    #: Wall-clock time (unix s) the ingress received it; deadlines count from here, so
+    #: they survive re-queueing and a restart of the queue manager.
+    arrival_s: float | None = None
+    #: Generation turns of an augmented request (1 for a plain one) and their predicted
+    #: API time: the estimator's service time.
+    num_turns: int = 1
+    api_time_s: float = 0.0
     #: Set by the dispatcher at admission.
     enqueued_s: float = 0.0
     seq: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
+    deadline_s: float = math.inf
+    predicted_tokens: float = 0.0
+    predicted_var_tokens: float = 0.0
+    #: Admitted although the estimate said its SLO would be missed (class rule best_effort).
+    best_effort: bool = False
+    #: Set by a QLM pass: the estimate says it misses its deadline even if served next.
+    late: bool = False
+    #: False for a request recovered after a restart until its caller re-attaches.
+    attached: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __lt__(self, other: QueuedRequest) -> bool:
         return (self.priority, self.enqueued_s, self.seq) < (other.priority, other.enqueued_s, other.seq)
 
+    @property
+    def slo_class(self) -> str:
+        if self.slo is None:
+            return NO_SLO_GROUP
+        return self.slo.class_name or CUSTOM_SLO_GROUP
+
+    @property
+    def group(self) -> tuple[str, str]:
+        """The request group: (model, SLO class)."""
+        return (self.model, self.slo_class)
+
+
+_Entry = tuple[tuple, int, QueuedRequest]
+
 
 class QueuePolicy(ABC):
-    """Holds queued requests and yields them in dispatch order."""
+    """Holds queued requests in per-group heaps and yields them in ``key`` order."""
 
     name: ClassVar[str]
 
-    @abstractmethod
-    def push(self, request: QueuedRequest, now_s: float) -> None: ...
+    def __init__(self) -> None:
+        self._live: dict[str, QueuedRequest] = {}
+        self._heaps: dict[tuple[str, str], list[_Entry]] = {}
+        self._counts: dict[tuple[str, str], int] = {}
+        self._n = 0
 
-    @abstractmethod
+    def key(self, request: QueuedRequest) -> tuple:
+        """The order: smaller first.  Policies override this and nothing else of the order."""
+        return (request.seq,)
+
+    # ---- membership -------------------------------------------------------------------
+    def push(self, request: QueuedRequest, now_s: float) -> None:
+        assert request.request_id not in self._live, request.request_id
+        self._live[request.request_id] = request
+        group = request.group
+        self._n += 1
+        heapq.heappush(self._heaps.setdefault(group, []), (self.key(request), self._n, request))
+        self._counts[group] = self._counts.get(group, 0) + 1
+
     def remove(self, request_id: str) -> QueuedRequest | None:
         """Take a request out (dispatched, cancelled or expired); None if absent."""
-
-    @abstractmethod
-    def ordered(self, now_s: float) -> Iterator[QueuedRequest]:
-        """Queued requests, first to dispatch first.  Callers may remove while iterating
-        only after materialising the iterator."""
-
-    @abstractmethod
-    def __len__(self) -> int: ...
-
-    def __contains__(self, request_id: str) -> bool:
-        return any(r.request_id == request_id for r in self.ordered(0.0))
-
-
-class FifoPolicy(QueuePolicy):
-    """First come, first served across the fleet; ignores ``priority``."""
-
-    name = "fifo"
-
-    def __init__(self) -> None:
-        self._items: OrderedDict[str, QueuedRequest] = OrderedDict()
-
-    def push(self, request: QueuedRequest, now_s: float) -> None:
-        self._items[request.request_id] = request
-
-    def remove(self, request_id: str) -> QueuedRequest | None:
-        return self._items.pop(request_id, None)
-
-    def ordered(self, now_s: float) -> Iterator[QueuedRequest]:
-        return iter(list(self._items.values()))
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, request_id: str) -> bool:
-        return request_id in self._items
-
-
-class PriorityPolicy(QueuePolicy):
-    """Lower ``priority`` first, then arrival: the order of :class:`QueuedRequest`."""
-
-    name = "priority"
-
-    def __init__(self) -> None:
-        self._heap: list[QueuedRequest] = []
-        self._live: dict[str, QueuedRequest] = {}
-
-    def push(self, request: QueuedRequest, now_s: float) -> None:
-        self._live[request.request_id] = request
-        heapq.heappush(self._heap, request)
-
-    def remove(self, request_id: str) -> QueuedRequest | None:
         request = self._live.pop(request_id, None)
-        if request is not None and len(self._heap) > 2 * len(self._live) + 16:
-            self._heap = [r for r in self._heap if r.request_id in self._live]
-            heapq.heapify(self._heap)
+        if request is not None:
+            self._counts[request.group] -= 1
+            heap = self._heaps[request.group]
+            if len(heap) > 2 * self._counts[request.group] + 32:
+                self._heaps[request.group] = [e for e in heap if self._live.get(e[2].request_id) is e[2]]
+                heapq.heapify(self._heaps[request.group])
         return request
-
-    def ordered(self, now_s: float) -> Iterator[QueuedRequest]:
-        return iter(sorted(r for r in self._heap if self._live.get(r.request_id) is r))
 
     def __len__(self) -> int:
         return len(self._live)
@@ -118,12 +126,109 @@ class PriorityPolicy(QueuePolicy):
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._live
 
+    def get(self, request_id: str) -> QueuedRequest | None:
+        return self._live.get(request_id)
 
-QUEUE_POLICIES: dict[str, type[QueuePolicy]] = {p.name: p for p in (FifoPolicy, PriorityPolicy)}
+    def group_sizes(self) -> dict[tuple[str, str], int]:
+        return {g: n for g, n in self._counts.items() if n}
+
+    # ---- order ------------------------------------------------------------------------
+    def _head(self, group: tuple[str, str]) -> _Entry | None:
+        heap = self._heaps.get(group)
+        while heap:
+            entry = heap[0]
+            if self._live.get(entry[2].request_id) is entry[2]:
+                return entry
+            heapq.heappop(heap)
+        return None
+
+    def pop_next(self, model: str, replica_id: str | None, now_s: float) -> QueuedRequest | None:
+        """Remove and return the first request of ``model`` for ``replica_id`` to take;
+        None when that model has nothing queued."""
+        return self._take(self._groups_for(model, replica_id))
+
+    def _take(self, groups: list[tuple[str, str]], latest: bool = False) -> QueuedRequest | None:
+        """Remove the first head among ``groups`` (``latest``: the head that comes last)."""
+        best: _Entry | None = None
+        for group in groups:
+            head = self._head(group)
+            if head is not None and (best is None or (head[:2] > best[:2] if latest
+                                                      else head[:2] < best[:2])):
+                best = head
+        return None if best is None else self.remove(best[2].request_id)
+
+    def _groups_for(self, model: str, replica_id: str | None) -> list[tuple[str, str]]:
+        return [g for g, n in self._counts.items() if n and g[0] == model]
+
+    def push_back(self, requests: list[QueuedRequest], now_s: float) -> None:
+        """Return requests taken by :meth:`pop_next` but not dispatched (their keys are
+        unchanged, so the order is restored exactly)."""
+        for request in requests:
+            self.push(request, now_s)
+
+    def ordered(self, now_s: float) -> Iterator[QueuedRequest]:
+        """Every queued request, first to dispatch first (``O(n log n)``: for periodic
+        passes and snapshots, not for the dispatch path)."""
+        entries = [e for heap in self._heaps.values() for e in heap
+                   if self._live.get(e[2].request_id) is e[2]]
+        entries.sort(key=lambda e: e[:2])
+        return iter([e[2] for e in entries])
+
+    def rekey(self, now_s: float) -> None:
+        """Rebuild the heaps after request fields that ``key`` reads have changed."""
+        for group, heap in self._heaps.items():
+            self._heaps[group] = [(self.key(e[2]), e[1], e[2]) for e in heap
+                                  if self._live.get(e[2].request_id) is e[2]]
+            heapq.heapify(self._heaps[group])
+
+    def preferred_replica(self, request: QueuedRequest) -> str | None:
+        """The replica a plan gives this request's group (None: no preference)."""
+        return None
+
+    def replan(self, view: Any, now_s: float) -> dict[str, Any]:
+        """Called every re-plan period with the estimator's view of the fleet; returns
+        what it did (for stats).  Only ``qlm`` plans."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {}
 
 
-def make_queue_policy(name: str) -> QueuePolicy:
-    try:
-        return QUEUE_POLICIES[name]()
-    except KeyError:
-        raise ValueError(f"unknown queue policy {name!r}; known: {sorted(QUEUE_POLICIES)}") from None
+class FifoPolicy(QueuePolicy):
+    """First come, first served across the fleet; ignores ``priority`` and SLOs."""
+
+    name = "fifo"
+
+
+class PriorityPolicy(QueuePolicy):
+    """Lower ``priority`` first, then arrival: the order of :class:`QueuedRequest`."""
+
+    name = "priority"
+
+    def key(self, request: QueuedRequest) -> tuple:
+        return (request.priority, request.enqueued_s, request.seq)
+
+
+class EdfPolicy(QueuePolicy):
+    """Earliest deadline first (a request without an SLO has an infinite deadline), then
+    priority, then arrival."""
+
+    name = "edf"
+
+    def key(self, request: QueuedRequest) -> tuple:
+        return (request.deadline_s, request.priority, request.arrival_s or 0.0, request.seq)
+
+
+def _registry() -> dict[str, type[QueuePolicy]]:
+    from orchestrator.qlm import QlmPolicy
+    return {p.name: p for p in (FifoPolicy, PriorityPolicy, EdfPolicy, QlmPolicy)}
+
+
+QUEUE_POLICY_NAMES = ("fifo", "priority", "edf", "qlm")
+
+
+def make_queue_policy(name: str, **kwargs: Any) -> QueuePolicy:
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown queue policy {name!r}; known: {sorted(registry)}")
+    return registry[name](**kwargs)

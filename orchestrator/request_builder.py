@@ -22,7 +22,9 @@ class BuiltRequest:
 
 def resolve_slo(slo: str | SLOTarget | None, config: AppConfig) -> SLOSpec | None:
     if slo is None:
-        return None
+        slo = config.queue.default_slo_class
+        if slo is None:
+            return None
     if isinstance(slo, str):
         cls = config.slo_classes.get(slo)
         if cls is None:
@@ -182,7 +184,8 @@ def _build(req: CompletionRequest | ChatCompletionRequest, prompt_ids: list[int]
         skip_special_tokens=req.skip_special_tokens)
     queued = QueuedRequest(request_id=request_id, model=model.name,
                            num_prompt_tokens=len(prompt_ids), max_tokens=max_tokens,
-                           priority=req.priority, slo=slo, session_id=req.session_id)
+                           priority=req.priority, slo=slo, session_id=req.session_id,
+                           arrival_s=time.time(), num_turns=len(turns) if turns else 1)
     replica = ReplicaRequest(request_id=request_id, model=model.name, prompt_token_ids=prompt_ids,
                              sampling=sampling, priority=req.priority, slo=slo,
                              session_id=req.session_id, arrival_time_s=time.time(),

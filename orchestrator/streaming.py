@@ -22,13 +22,13 @@ from orchestrator.queue_policy import QueuedRequest
 from predictor_service.types import Prediction
 from replicas.engine import EngineRequestError
 from replicas.tools import ToolError
-from replicas.types import ReplicaRequest, TokenDelta
+from replicas.types import ReplicaRequest, RequestEvictedError, TokenDelta
 
 logger = logging.getLogger("ray.serve")
 
 Enqueue = Callable[[QueuedRequest, bool], Awaitable[Assignment]]  # (request, retry)
 OpenStream = Callable[[Assignment, ReplicaRequest], Any]  # -> async-iterable with .cancel()
-Release = Callable[[str, Outcome], None]
+Release = Callable[[str, Outcome, bool | None], None]  # (id, outcome, SLO met)
 
 
 @dataclass
@@ -44,6 +44,8 @@ class RequestTrace:
     finish_reason: str | None = None
     outcome: Outcome | None = None
     attempts: int = 0
+    #: Times the queue manager took it back from a replica that had not started it.
+    evictions: int = 0
     #: Augmented requests: per-turn timings reported by the replica (turn 0 gets the
     #: global queue time added as ``queue_s``).
     turns: list[dict[str, Any]] | None = None
@@ -93,6 +95,17 @@ class RequestRun:
                     outcome = Outcome.CANCELLED
                     _cancel(stream)
                     raise
+                except RequestEvictedError:
+                    _cancel(stream)
+                    if self.trace.num_output_tokens:  # a replica evicts only unstarted ones
+                        raise ReplicaFailedError("the request was evicted after it started",
+                                                 retry_after_s=1.0) from None
+                    logger.info("request %s: evicted from replica %s; re-queueing",
+                                self.request.request_id, self.trace.assignment.replica_id)
+                    self.queued.extra["evicted"] = True
+                    self.queued.extra["avoid_replica"] = self.trace.assignment.replica_id
+                    self.trace.evictions += 1
+                    await self.admit(retry=True)
                 except EngineRequestError as exc:
                     outcome = Outcome.REJECTED_INVALID
                     raise InvalidRequestError(str(exc)) from None
@@ -106,7 +119,8 @@ class RequestRun:
                     raise
                 except Exception as exc:  # noqa: BLE001 - replica/transport failure
                     _cancel(stream)
-                    if self.trace.num_output_tokens or self.trace.attempts >= self._max_attempts:
+                    if (self.trace.num_output_tokens
+                            or self.trace.attempts - self.trace.evictions >= self._max_attempts):
                         raise ReplicaFailedError(
                             f"the replica serving this request failed: {type(exc).__name__}",
                             retry_after_s=1.0) from None
@@ -118,7 +132,18 @@ class RequestRun:
         finally:
             self.trace.end_s = time.perf_counter()
             self.trace.outcome = outcome
-            self._release(self.request.request_id, outcome)
+            self._release(self.request.request_id, outcome, self.slo_met())
+
+    def slo_met(self) -> bool | None:
+        """Whether the finished request met its SLO (None: no SLO, or the client left)."""
+        slo, t = self.queued.slo, self.trace
+        if slo is None or t.outcome is Outcome.CANCELLED:
+            return None
+        if t.outcome is not Outcome.COMPLETED or t.end_s is None:
+            return False
+        ttft_ok = slo.ttft_ms is None or (
+            t.first_token_s is not None and (t.first_token_s - t.start_s) * 1000 <= slo.ttft_ms)
+        return ttft_ok and (slo.e2e_ms is None or (t.end_s - t.start_s) * 1000 <= slo.e2e_ms)
 
     def _account(self, delta: TokenDelta) -> None:
         if delta.token_ids and self.trace.first_token_s is None:

@@ -9,6 +9,7 @@ and fails its health check when the engine has died.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -32,7 +33,8 @@ from replicas.profiling import default_profile, profile_engine
 from replicas.tool_calls import ToolCallParser
 from replicas.tools import ToolExecutor, parse_tools
 from replicas.turns import TurnRunner, outlook_extra, predicted_outlook
-from replicas.types import AugTurn, ReplicaLimits, ReplicaRequest, ReplicaStats, TokenDelta
+from replicas.types import (AugTurn, ReplicaLimits, ReplicaRequest, ReplicaStats,
+                            RequestEvictedError, TokenDelta)
 
 logger = logging.getLogger("ray.serve")
 
@@ -47,6 +49,9 @@ class ReplicaCore:
         self.replica_id = replica_id
         self.deployment = deployment
         self.active: set[str] = set()
+        #: Active requests without a first token yet -> set when the queue manager evicts.
+        self.unstarted: dict[str, asyncio.Event] = {}
+        self.num_evicted = 0
         self.num_paused = 0
         self.limits = ReplicaLimits(config.engine.max_num_seqs, config.room.max_waiting_requests)
         #: The shared predictor's client: asked again at every resume of a request.
@@ -170,11 +175,56 @@ class ReplicaCore:
                 extra = outlook_extra(predicted_outlook(len(request.prompt_token_ids),
                                                         request.prediction, None))
             source = self.engine.generate(request, extra)
+        deltas = coalesce(source, interval_s)
         try:
-            async for delta in coalesce(source, interval_s):
+            async for delta in self._until_started(request.request_id, deltas):
+                yield delta
+            async for delta in deltas:
                 yield delta
         finally:
             self.active.discard(request.request_id)
+            self.unstarted.pop(request.request_id, None)
+            await deltas.aclose()
+
+    async def _until_started(self, request_id: str,
+                             deltas: AsyncIterator[TokenDelta]) -> AsyncIterator[TokenDelta]:
+        """Deltas up to the first token, abandoned (the engine request aborted) with
+        :class:`RequestEvictedError` if the queue manager evicts the request meanwhile."""
+        evicted = self.unstarted[request_id] = asyncio.Event()
+        evict_wait = asyncio.ensure_future(evicted.wait())
+        try:
+            while True:
+                step = asyncio.ensure_future(deltas.__anext__())
+                try:
+                    await asyncio.wait({step, evict_wait}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not step.done():
+                        step.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                            await step
+                if not step.done() or step.cancelled():
+                    self.num_evicted += 1
+                    raise RequestEvictedError(request_id, self.replica_id)
+                try:
+                    delta = step.result()
+                except StopAsyncIteration:
+                    return
+                yield delta
+                if delta.token_ids:
+                    return
+        finally:
+            self.unstarted.pop(request_id, None)
+            evict_wait.cancel()
+
+    def evict(self, request_ids: list[str]) -> int:
+        """Abort these requests if they have not started (the caller re-queues them)."""
+        n = 0
+        for request_id in request_ids:
+            event = self.unstarted.get(request_id)
+            if event is not None:
+                event.set()
+                n += 1
+        return n
 
     def _on_pause(self, paused: bool) -> None:
         self.num_paused += 1 if paused else -1
@@ -200,7 +250,7 @@ class ReplicaCore:
 
     def stats(self, engine_alive: bool = True) -> ReplicaStats:
         sink = self.engine.stats_sink
-        extra = {"pid": float(os.getpid()),
+        extra = {"pid": float(os.getpid()), "num_evicted": float(self.num_evicted),
                  "kv_bytes_per_token": float(self.engine.kv_bytes_per_token()),
                  "num_preempted_total": float(sink.num_preempted_total)}
         extra.update(self.policy_stats())
@@ -210,6 +260,7 @@ class ReplicaCore:
             num_running=sink.num_running, num_waiting=sink.num_waiting,
             num_active_calls=len(self.active), num_paused=self.num_paused,
             active_request_ids=tuple(self.active),
+            unstarted_request_ids=tuple(self.unstarted),
             kv_usage=sink.kv_usage,
             output_tokens_per_s=sink.throughput.tokens_per_s(),
             num_output_tokens_total=sink.throughput.total_tokens,
@@ -286,7 +337,9 @@ class LLMReplica:
     async def _report(self) -> None:
         stats = self._core.stats(self._engine_alive)
         self._metrics.publish(stats.extra, self._core.deployment, self._core.policy.name)
-        await self._queue_manager.report.remote(stats)
+        evict = await self._queue_manager.report.remote(stats)
+        if evict:
+            self._core.evict(list(evict))
 
     async def _report_quietly(self) -> None:
         if self._queue_manager is None:

@@ -85,6 +85,18 @@ class TokenDelta:
     info: dict[str, Any] | None = None
 
 
+class RequestEvictedError(Exception):
+    """The queue manager took this request back before it started (it is re-queued)."""
+
+    def __init__(self, request_id: str, replica_id: str) -> None:
+        super().__init__(f"request {request_id} evicted from replica {replica_id}")
+        self.request_id = request_id
+        self.replica_id = replica_id
+
+    def __reduce__(self):
+        return (RequestEvictedError, (self.request_id, self.replica_id))
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaLimits:
     """How much a replica accepts from the queue manager (its "room")."""
@@ -113,6 +125,8 @@ class ReplicaStats:
     num_paused: int = 0
     #: Ids of the requests this replica is serving now (the queue manager reconciles).
     active_request_ids: tuple[str, ...] = ()
+    #: Of those, the ones without a first token yet (the queue manager may evict them).
+    unstarted_request_ids: tuple[str, ...] = ()
     kv_usage: float = 0.0
     output_tokens_per_s: float = 0.0
     num_output_tokens_total: int = 0

@@ -18,9 +18,10 @@ class FakeClock:
 
 def replica_stats(replica_id: str, *, gpu_class: str = "large", model: str = "m",
                   max_num_seqs: int = 2, max_waiting: int = 1, num_waiting: int = 0,
-                  tokens_per_s: float = 100.0, alive: bool = True) -> ReplicaStats:
+                  tokens_per_s: float = 100.0, alive: bool = True,
+                  active: tuple[str, ...] = ()) -> ReplicaStats:
     return ReplicaStats(replica_id=replica_id, deployment=f"replica-{gpu_class}",
                         gpu_class=gpu_class, model=model,
                         limits=ReplicaLimits(max_num_seqs, max_waiting),
                         num_waiting=num_waiting, output_tokens_per_s=tokens_per_s,
-                        engine_alive=alive)
+                        engine_alive=alive, active_request_ids=active)

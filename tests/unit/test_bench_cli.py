@@ -86,3 +86,51 @@ def test_ctrl_c_writes_partial_results(tmp_path, trivial_url):
     s = result["summary"]
     assert 0 < s["completed"] < 200 and s["not_sent"] > 0
     assert s["completed"] + s["failed"] + s["not_sent"] == 200
+
+
+def test_shares_naming_a_class_the_server_lacks_fail_before_sending(tmp_path, capsys, trivial_url):
+    wl = tmp_path / "w.jsonl"
+    write_jsonl(wl)
+    code = main(["bench", "run", "--workload", str(wl), "--url", trivial_url, "--rate", "1",
+                 "--slo-shares", "interactive=0.5,bulk=0.5", "--out", str(tmp_path / "out"),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    # the trivial server lists no classes: the defaults are the server's, and say so
+    assert code == 2 and "['bulk']" in err and "batch, interactive, standard" in err
+    assert "default classes" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_refuses_shares_a_config_does_not_define_before_deploying(tmp_path, capsys):
+    from orchestrator.serving import REPO_ROOT
+    wl = tmp_path / "w.jsonl"
+    write_jsonl(wl)
+    config = REPO_ROOT / "deploy" / "serve" / "bench-lamps.yaml"
+    code = main(["bench", "compare", "--workload", str(wl), "--configs", str(config),
+                 "--slo-shares", "bulk=1", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "['bulk']" in err and "bench-lamps.yaml defines" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bursty_run_records_arrivals_and_slo_targets(tmp_path, trivial_url):
+    import jsonschema
+
+    from benchmarks.report import RESULTS_SCHEMA_PATH
+    wl = tmp_path / "w.jsonl"
+    with open(wl, "w") as f:
+        for _ in range(20):
+            f.write(json.dumps({"prompt_tokens": 4, "turns": [{"generate_tokens": 1}]}) + "\n")
+    out = tmp_path / "out"
+    assert main(["bench", "run", "--workload", str(wl), "--url", trivial_url, "--rate", "10",
+                 "--arrival", "bursty", "--burst-period-s", "1", "--out", str(out),
+                 "--no-progress"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    jsonschema.validate(result, json.loads(RESULTS_SCHEMA_PATH.read_text()))
+    w = result["workload"]
+    assert (w["arrival"], w["burst_factor"], w["burst_period_s"], w["burst_duty"]) == (
+        "bursty", 4.0, 1.0, 0.25)
+    assert w["mean_effective_rate_rps"] == pytest.approx(17.5)
+    assert result["slo_targets_source"] == "defaults"
+    assert result["slo_targets"]["interactive"] == {"ttft_s": 2.0, "e2e_s": 20.0}
+    assert result["summary"]["completed"] == 20

@@ -2,7 +2,7 @@ import pytest
 
 from orchestrator.config import QueueConfig
 from orchestrator.dispatcher import Dispatcher
-from orchestrator.errors import NoHealthyReplicaError, OverloadedError
+from orchestrator.errors import DuplicateRequestError, NoHealthyReplicaError, OverloadedError
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_policy import QueuedRequest
 from tests.unit.fakes import FakeClock, replica_stats
@@ -108,7 +108,7 @@ def test_expire_and_reap():
     d.admit(req(1))
     d.dispatch()
     clock.advance(11)
-    assert [r.request_id for r in d.expire()] == ["r1"]
+    assert [(r.request_id, slo) for r, slo in d.expire()] == [("r1", False)]
     assert d.reap_replicas() == ["a"]
     assert d.num_in_flight == 0 and d.healthy_replicas() == []
 
@@ -126,8 +126,9 @@ def test_duplicate_request_id_is_refused():
     d, _ = make()
     d.report(replica_stats("a"))
     d.admit(req(0))
-    with pytest.raises(ValueError):
+    with pytest.raises(DuplicateRequestError) as err:
         d.admit(req(0))
+    assert err.value.status_code == 409 and "r0" in err.value.message
 
 
 def test_retry_after_follows_drain_rate():

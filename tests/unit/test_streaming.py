@@ -49,7 +49,7 @@ def make_run(streams):
 
     req = ReplicaRequest("r1", "m", [1, 2, 3], SamplingSpec(max_tokens=3))
     run = RequestRun(QueuedRequest("r1", "m", 3, 3), req, enqueue=enqueue,
-                     open_stream=open_stream, release=lambda i, o: released.append((i, o)))
+                     open_stream=open_stream, release=lambda i, o, m=None: released.append((i, o)))
     return run, released, assigned
 
 

@@ -5,7 +5,8 @@ import statistics
 
 import pytest
 
-from benchmarks.generators import INFERCEPT_TYPES, gamma_arrivals, infercept_workload, poisson_arrivals
+from benchmarks.generators import (INFERCEPT_TYPES, ArrivalProcess, gamma_arrivals,
+                                   infercept_workload, poisson_arrivals)
 from benchmarks.metrics import RequestRecord, summarize
 from benchmarks.runner import prepare
 from benchmarks.trace import load_trace
@@ -44,9 +45,9 @@ def test_trace_counts_and_shapes(trace):
 
 def test_subset_scale_and_arrivals_are_deterministic(trace):
     a = prepare(trace, max_context=8192, limit=20, seed=3, time_scale=0.05, rate_rps=2,
-                arrival="poisson", cv=2, slo_shares={"interactive": 1, "batch": 1})
+                arrival=ArrivalProcess(), slo_shares={"interactive": 1, "batch": 1})
     b = prepare(trace, max_context=8192, limit=20, seed=3, time_scale=0.05, rate_rps=2,
-                arrival="poisson", cv=2, slo_shares={"interactive": 1, "batch": 1})
+                arrival=ArrivalProcess(), slo_shares={"interactive": 1, "batch": 1})
     assert [r.request_id for r in a.requests] == [r.request_id for r in b.requests]
     assert [r.arrival_s for r in a.requests] == [r.arrival_s for r in b.requests]
     assert {r.slo for r in a.requests} <= {"interactive", "batch"}
@@ -54,7 +55,7 @@ def test_subset_scale_and_arrivals_are_deterministic(trace):
     r0 = a.requests[0]
     assert r0.api_time_s == pytest.approx(orig[r0.request_id].api_time_s * 0.05)
     small = prepare(trace, max_context=1000, limit=None, seed=0, time_scale=1, rate_rps=1,
-                    arrival="poisson", cv=2, slo_shares={})
+                    arrival=ArrivalProcess(), slo_shares={})
     assert small.meta["dropped_over_context"] > 0
     assert all(r.total_context_tokens(len(r.prompt_token_ids)) <= 1000 for r in small.requests)
 

@@ -1,0 +1,287 @@
+"""QLM's waiting-time estimator (ALGORITHMS.md, "QLM"; Patke et al. 2024), plain Python.
+
+**Throughput Θ of a replica** (output tokens/s): measured, not labelled — an EWMA of the
+replica's reported output rate while it was saturated (no room, or engine-waiting
+requests); before it has been saturated, its rate while busy; before any work, the
+capacity its measured step profile implies, ``B / (c + a·B)`` for ``B = max_num_seqs``.
+
+**Request waiting time** of a request at a position of the queue: the tokens of the
+requests ahead of it (each request's predicted output, from the predictor's median and
+p90: ``σ ≈ (p90 − p50) / 1.2816``) drained by the throughput of the replicas that serve
+its model, with a tail margin::
+
+    W ≈ f0 + (Σ μ_i + z·√(Σ σ_i²)) / Σ_r Θ_r
+
+``f0`` is 0 when a replica has room, else the time until one frees a slot (half a mean
+request at the replica's speed).  A *pass* (every re-plan period) walks the whole queue in
+the policy's order and list-schedules it onto the replicas' **virtual queues** (each
+request to the replica that frees first); between passes, an admission's estimate comes
+from the pass's cumulative-token curve plus the requests admitted and removed since.
+
+The estimator scores itself: for every dispatched request whose estimate was made at
+admission, ``|estimated − actual| / actual`` (requests that waited under ``min_wait_s`` are
+not scored: a relative error of a near-zero wait says nothing).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from orchestrator.queue_policy import QueuedRequest
+
+Z_P90 = 1.2816
+
+
+@dataclass(slots=True)
+class ReplicaSpeed:
+    """What the estimator knows of one replica's speed."""
+
+    profile_tokens_per_s: float
+    single_seq_tokens_per_s: float
+    a_ms_per_token: float
+    c_ms: float
+    saturated_tokens_per_s: float | None = None
+    busy_tokens_per_s: float | None = None
+    #: EWMA of the predicted output of the requests dispatched to it (tokens).
+    mean_request_tokens: float = 128.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        for value in (self.saturated_tokens_per_s, self.busy_tokens_per_s):
+            if value is not None and value > 0:
+                return value
+        return max(self.profile_tokens_per_s, 1e-3)
+
+    def observe(self, tokens_per_s: float, num_running: int, saturated: bool, alpha: float) -> None:
+        if num_running <= 0 or tokens_per_s <= 0:
+            return
+        if saturated:
+            self.saturated_tokens_per_s = _ewma(self.saturated_tokens_per_s, tokens_per_s, alpha)
+        self.busy_tokens_per_s = _ewma(self.busy_tokens_per_s, tokens_per_s, alpha)
+
+    def seq_tokens_per_s(self, num_running: int) -> float:
+        """One more sequence's decode speed next to ``num_running`` others."""
+        return max(1e-3, min(self.single_seq_tokens_per_s,
+                             self.tokens_per_s / max(1, num_running + 1)))
+
+    def prefill_s(self, num_prompt_tokens: int) -> float:
+        return (self.a_ms_per_token * num_prompt_tokens + self.c_ms) / 1000.0
+
+    def slot_free_s(self) -> float:
+        """Time until a full replica frees a slot: half a mean request at its speed."""
+        return 0.5 * self.mean_request_tokens / self.tokens_per_s
+
+
+def _ewma(old: float | None, new: float, alpha: float) -> float:
+    return new if old is None else (1 - alpha) * old + alpha * new
+
+
+def speed_from_profile(extra: dict[str, float], max_num_seqs: int) -> ReplicaSpeed:
+    """Initial speed from the replica's measured step profile (``t = a·x + c`` ms)."""
+    a = float(extra.get("profile_a_ms_per_token") or 0.05)
+    c = float(extra.get("profile_c_ms") or 10.0)
+    b = max(1, max_num_seqs)
+    return ReplicaSpeed(profile_tokens_per_s=1000.0 * b / (c + a * b),
+                        single_seq_tokens_per_s=1000.0 / (c + a), a_ms_per_token=a, c_ms=c)
+
+
+def predicted_tokens(request: QueuedRequest, fallback_tokens: float) -> tuple[float, float]:
+    """(mean, variance) of the request's output tokens, all turns, capped by max_tokens."""
+    p = request.prediction
+    if p is None:
+        mean, sigma = min(fallback_tokens, request.max_tokens), 0.5 * fallback_tokens
+    else:
+        mean = p.output_tokens_p50 * request.num_turns
+        sigma = max(0.0, p.output_tokens_p90 - p.output_tokens_p50) / Z_P90 * math.sqrt(request.num_turns)
+    mean = min(mean, float(request.max_tokens))
+    return mean, sigma * sigma
+
+
+@dataclass(slots=True)
+class _Curve:
+    """One model's queue at the last pass: policy keys and cumulative (tokens, var)."""
+
+    keys: list[tuple] = field(default_factory=list)
+    cum_tokens: list[float] = field(default_factory=list)
+    cum_var: list[float] = field(default_factory=list)
+    #: Since the pass: (key, tokens, var, +1 admitted / −1 removed).
+    delta: list[tuple[tuple, float, float, int]] = field(default_factory=list)
+
+    def ahead(self, key: tuple) -> tuple[float, float]:
+        i = bisect.bisect_left(self.keys, key)
+        tokens = self.cum_tokens[i - 1] if i else 0.0
+        var = self.cum_var[i - 1] if i else 0.0
+        for k, t, v, sign in self.delta:
+            if k < key:
+                tokens += sign * t
+                var += sign * v
+        return max(0.0, tokens), max(0.0, var)
+
+
+@dataclass(slots=True)
+class ReplicaView:
+    """One replica as a pass sees it."""
+
+    replica_id: str
+    model: str
+    speed: ReplicaSpeed
+    has_room: bool
+    num_running: int
+
+
+@dataclass(slots=True)
+class PassResult:
+    """A pass's view of the fleet: virtual queues and predicted misses."""
+
+    now_s: float
+    #: replica id -> (queued requests planned there, seconds until it drains them)
+    virtual_queues: dict[str, tuple[int, float]] = field(default_factory=dict)
+    num_predicted_misses: int = 0
+    replicas: list[ReplicaView] = field(default_factory=list)
+    #: group -> (requests, tokens incl. margin, earliest deadline − now)
+    groups: dict[tuple[str, str], tuple[int, float, float]] = field(default_factory=dict)
+
+
+class WaitEstimator:
+    def __init__(self, z: float = 1.0, alpha: float = 0.2, fallback_tokens: float = 128.0,
+                 min_wait_s: float = 0.5, error_window: int = 2000) -> None:
+        self.z = z
+        self.alpha = alpha
+        self.fallback_tokens = fallback_tokens
+        self.min_wait_s = min_wait_s
+        self.speeds: dict[str, ReplicaSpeed] = {}
+        self._curves: dict[str, _Curve] = {}
+        self._errors: deque[float] = deque(maxlen=error_window)
+        self.num_scored = 0
+        self.last_pass: PassResult | None = None
+
+    # ---- replicas ---------------------------------------------------------------------
+    def observe_replica(self, replica_id: str, extra: dict[str, float], max_num_seqs: int,
+                        tokens_per_s: float, num_running: int, saturated: bool) -> ReplicaSpeed:
+        speed = self.speeds.get(replica_id)
+        fresh = speed_from_profile(extra, max_num_seqs)
+        if speed is None:
+            self.speeds[replica_id] = speed = fresh
+        else:  # the profile is refined online by the replica
+            speed.profile_tokens_per_s = fresh.profile_tokens_per_s
+            speed.single_seq_tokens_per_s = fresh.single_seq_tokens_per_s
+            speed.a_ms_per_token, speed.c_ms = fresh.a_ms_per_token, fresh.c_ms
+        speed.observe(tokens_per_s, num_running, saturated, self.alpha)
+        return speed
+
+    def forget_replica(self, replica_id: str) -> None:
+        self.speeds.pop(replica_id, None)
+
+    def on_dispatch(self, replica_id: str, request: QueuedRequest, now_s: float) -> None:
+        speed = self.speeds.get(replica_id)
+        if speed is not None:
+            speed.mean_request_tokens = _ewma(speed.mean_request_tokens,
+                                              request.predicted_tokens, self.alpha)
+        estimate = request.extra.get("est_wait_s")
+        actual = now_s - request.enqueued_s
+        if isinstance(estimate, float) and actual >= self.min_wait_s:
+            self._errors.append(abs(estimate - actual) / actual)
+            self.num_scored += 1
+
+    # ---- requests ---------------------------------------------------------------------
+    def annotate(self, request: QueuedRequest) -> None:
+        request.predicted_tokens, request.predicted_var_tokens = predicted_tokens(
+            request, self.fallback_tokens)
+        p = request.prediction
+        if request.num_turns > 1 and p is not None and p.api_durations:
+            mean_s = sum(d.mean_s for d in p.api_durations) / len(p.api_durations)
+            request.api_time_s = mean_s * (request.num_turns - 1)
+
+    def admission_wait_s(self, request: QueuedRequest, key: tuple,
+                         replicas: list[ReplicaView]) -> float:
+        """Estimated wait of a request about to be queued with policy key ``key``."""
+        if not replicas:
+            return math.inf
+        if any(r.has_room for r in replicas):
+            f0 = 0.0
+        else:
+            f0 = min(r.speed.slot_free_s() for r in replicas)
+        curve = self._curves.get(request.model)
+        tokens, var = curve.ahead(key) if curve is not None else (0.0, 0.0)
+        throughput = sum(r.speed.tokens_per_s for r in replicas)
+        return f0 + (tokens + self.z * math.sqrt(var)) / throughput
+
+    def service_s(self, request: QueuedRequest, replica: ReplicaView) -> tuple[float, float]:
+        """(time to first token, time to the last) once ``replica`` starts it."""
+        ttft = replica.speed.prefill_s(request.num_prompt_tokens)
+        decode = request.predicted_tokens / replica.speed.seq_tokens_per_s(replica.num_running)
+        return ttft, ttft + decode + request.api_time_s
+
+    def queued(self, request: QueuedRequest, key: tuple) -> None:
+        curve = self._curves.setdefault(request.model, _Curve())
+        curve.delta.append((key, request.predicted_tokens, request.predicted_var_tokens, 1))
+
+    def removed(self, request: QueuedRequest, key: tuple) -> None:
+        curve = self._curves.get(request.model)
+        if curve is not None:
+            curve.delta.append((key, request.predicted_tokens, request.predicted_var_tokens, -1))
+
+    def needs_pass(self) -> bool:
+        return any(len(c.delta) > 2000 for c in self._curves.values())
+
+    # ---- the pass ---------------------------------------------------------------------
+    def run_pass(self, ordered: Iterable[QueuedRequest], key: Callable[[QueuedRequest], tuple],
+                 replicas: list[ReplicaView], now_s: float) -> PassResult:
+        """List-schedule the queue (policy order) onto the replicas' virtual queues; mark
+        requests predicted to miss (``request.late`` when they miss even served next)."""
+        result = PassResult(now_s=now_s, replicas=replicas)
+        free_at: dict[str, float] = {r.replica_id: 0.0 if r.has_room else r.speed.slot_free_s()
+                                     for r in replicas}
+        counts: dict[str, int] = {r.replica_id: 0 for r in replicas}
+        by_model: dict[str, list[ReplicaView]] = {}
+        for r in replicas:
+            by_model.setdefault(r.model, []).append(r)
+        curves: dict[str, _Curve] = {}
+        groups: dict[tuple[str, str], list[float]] = {}
+        for request in ordered:
+            k = key(request)
+            curve = curves.setdefault(request.model, _Curve())
+            prev_t = curve.cum_tokens[-1] if curve.cum_tokens else 0.0
+            prev_v = curve.cum_var[-1] if curve.cum_var else 0.0
+            curve.keys.append(k)
+            curve.cum_tokens.append(prev_t + request.predicted_tokens)
+            curve.cum_var.append(prev_v + request.predicted_var_tokens)
+            g = groups.setdefault(request.group, [0, 0.0, math.inf])
+            g[0] += 1
+            g[1] += request.predicted_tokens + self.z * math.sqrt(request.predicted_var_tokens)
+            g[2] = min(g[2], request.deadline_s - now_s)
+            serving = by_model.get(request.model)
+            if not serving:
+                continue
+            target = min(serving, key=lambda r: (free_at[r.replica_id], r.replica_id))
+            wait = free_at[target.replica_id]
+            ttft, _ = self.service_s(request, target)
+            first_ttft = min(self.service_s(request, r)[0] + (0.0 if r.has_room else r.speed.slot_free_s())
+                             for r in serving)
+            request.late = now_s + first_ttft > request.deadline_s
+            if now_s + wait + ttft > request.deadline_s:
+                result.num_predicted_misses += 1
+            free_at[target.replica_id] = wait + request.predicted_tokens / target.speed.tokens_per_s
+            counts[target.replica_id] += 1
+        for r in replicas:
+            result.virtual_queues[r.replica_id] = (counts[r.replica_id], free_at[r.replica_id])
+        result.groups = {g: (int(v[0]), v[1], v[2]) for g, v in groups.items()}
+        self._curves = curves
+        self.last_pass = result
+        return result
+
+    # ---- self-report ------------------------------------------------------------------
+    def error_stats(self) -> dict[str, float]:
+        errors = list(self._errors)
+        return {"estimator_error_median": statistics.median(errors) if errors else math.nan,
+                "estimator_error_p90": (statistics.quantiles(errors, n=10)[-1]
+                                        if len(errors) >= 10 else math.nan),
+                "estimator_scored": float(self.num_scored)}
+
+    def recent_errors(self) -> list[float]:
+        return list(self._errors)
