@@ -61,3 +61,25 @@ def test_the_five_lamps_bench_configs_differ_only_in_the_policy():
     first = raws["fcfs"]
     assert all(raw == first for raw in raws.values())
     assert first["applications"][0]["args"]["bench"]["rates"]  # compare's defaults live here
+
+
+def test_the_three_hetero_bench_configs_differ_only_in_the_queue_policy():
+    raws = {p: yaml.safe_load((REPO_ROOT / "deploy" / "serve" / f"hetero-{p}.yaml").read_text())
+            for p in ("fifo", "edf", "qlm")}
+    for p, raw in raws.items():
+        assert raw["applications"][0]["args"]["queue"].pop("policy") == p
+    first = raws["fifo"]
+    assert all(raw == first for raw in raws.values())
+    args = first["applications"][0]["args"]
+    assert {r["scheduling"]["policy"] for r in args["replicas"]} == {"lamps"}
+    assert len({r["gpu_class"] for r in args["replicas"]}) == 3
+    assert args["bench"]["arrival"] == "bursty" and args["bench"]["slo_shares"]
+
+
+def test_the_heterogeneous_fleet_has_three_classes_and_durable_queue():
+    raw = yaml.safe_load((REPO_ROOT / "deploy" / "serve" / "hetero-local.yaml").read_text())
+    args = raw["applications"][0]["args"]
+    seqs = [r["engine"]["max_num_seqs"] for r in args["replicas"]]
+    assert len(set(seqs)) == 3 and len({r["engine"]["kv_cache_gib"] for r in args["replicas"]}) == 3
+    durability = args["queue"]["durability"]
+    assert durability["mode"] == "required" and durability["redis_url"].startswith("redis://")

@@ -1,5 +1,7 @@
-"""One real Ray Serve application (real vLLM CPU engines, tiny model) for the whole
-integration session; every test leaves the queue and the replicas empty."""
+"""One real Ray Serve application for the whole integration session: the heterogeneous
+fleet of ``deploy/serve/hetero-local.yaml`` (three real vLLM CPU engines of different
+capacity, tiny model), its queue manager durable in a real ``redis-server`` that the
+session starts; every test leaves the queue and the replicas empty."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import yaml
 
 from benchmarks.client_capacity import free_port
 from orchestrator import serving
+from tests.integration.predictor_procs import RedisProcess
+
+HETERO_CONFIG = serving.REPO_ROOT / "deploy" / "serve" / "hetero-local.yaml"
 
 
 @dataclass
@@ -20,6 +25,7 @@ class ServedApp:
     base_url: str
     model: str
     max_queued: int
+    redis: RedisProcess | None = None
 
     def queue_state(self) -> dict:
         return httpx.get(f"{self.base_url}/v1/admin/queue", timeout=10).json()
@@ -46,12 +52,14 @@ def deployment_actor(deployment: str):
     return ray.get_actor(names[0], namespace="serve")
 
 
-def test_config(port: int) -> dict:
-    raw = yaml.safe_load(serving.DEFAULT_CONFIG.read_text())
-    raw = copy.deepcopy(raw)
+def test_config(port: int, redis_url: str) -> dict:
+    raw = copy.deepcopy(yaml.safe_load(HETERO_CONFIG.read_text()))
     raw["http_options"]["port"] = port
     args = raw["applications"][0]["args"]
     args["queue"]["max_queued"] = 64  # small, so that a burst can fill it
+    args["queue"]["durability"]["redis_url"] = redis_url
+    # an SLO no replica can meet (one prefill step alone is longer), refused at admission
+    args["slo_classes"]["instant"] = {"ttft_ms": 1, "admission": "reject"}
     # one server-side tool: requests may offer only it (400 otherwise)
     args["tools"] = {"lookup": {"kind": "emulated", "duration_s": 0.05,
                                 "result_text": '{"found": true}'}}
@@ -59,17 +67,20 @@ def test_config(port: int) -> dict:
 
 
 @pytest.fixture(scope="session")
-def served_app():
+def served_app(tmp_path_factory):
     from ray.serve.schema import ServeDeploySchema
 
+    redis = RedisProcess(free_port(), tmp_path_factory.mktemp("queue-redis"))
     port = free_port()
-    schema = ServeDeploySchema.model_validate(test_config(port))
+    schema = ServeDeploySchema.model_validate(test_config(port, redis.url))
     serving.start_ray()
     try:
         serving.deploy(schema, timeout_s=400)
-        yield ServedApp(base_url=f"http://127.0.0.1:{port}", model="tiny-llama", max_queued=64)
+        yield ServedApp(base_url=f"http://127.0.0.1:{port}", model="tiny-llama", max_queued=64,
+                        redis=redis)
     finally:
         serving.shutdown()
+        redis.stop()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def test_models_and_health(app):
     models = client(app).models.list()
     assert [m.id for m in models.data] == [app.model]
     health = httpx.get(f"{app.base_url}/health").json()
-    assert health["status"] == "ok" and health["healthy_replicas"][app.model] == 2
+    assert health["status"] == "ok" and health["healthy_replicas"][app.model] == 3
 
 
 def test_chat_completion(app):
@@ -38,7 +38,7 @@ def test_chat_completion(app):
     assert resp.choices[0].message.role == "assistant" and resp.choices[0].message.content
     assert resp.choices[0].finish_reason == "length"
     assert resp.usage.completion_tokens == 12 and resp.usage.prompt_tokens > 0
-    assert resp.model_extra["augserve"]["gpu_class"] in {"large", "small"}
+    assert resp.model_extra["augserve"]["gpu_class"] in {"large", "medium", "small"}
 
 
 def test_chat_completion_stream(app):

@@ -71,6 +71,6 @@ def test_replicas_discover_the_predictor(app):
             break
         assert time.monotonic() < deadline, replicas
         time.sleep(0.5)
-    assert len(addresses) == 1 and len(replicas) == 2, addresses
+    assert len(addresses) == 1 and len(replicas) == 3, addresses
     host, port = addresses.pop().rsplit(":", 1)
     assert int(port) > 0

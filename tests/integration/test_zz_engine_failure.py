@@ -35,7 +35,7 @@ def post(app, **extra) -> httpx.Response:
 
 def test_dead_engines_give_503_then_replicas_are_replaced(app):
     deadline = time.monotonic() + 60  # replicas report every 0.5 s; let a prior test settle
-    while len(pids := engine_core_pids(app)) != 2:
+    while len(pids := engine_core_pids(app)) != 3:
         replicas = [(r["deployment"], r["healthy"], round(r["seconds_since_report"], 1),
                      r["extra"].get("pid")) for r in app.queue_state()["replicas"]]
         assert time.monotonic() < deadline, f"engine pids {pids}; replicas {replicas}"

@@ -2,7 +2,9 @@ import pytest
 from pydantic import ValidationError
 
 from predictor_service.config import ClientConfig, PredictorAppConfig, PredictorConfig
-from orchestrator.config import AppConfig, BenchDefaults, QueueConfig
+from orchestrator.config import (AppConfig, BenchDefaults, DurabilityConfig, EvictionConfig,
+                                 QueueConfig, SLOClass)
+from orchestrator.store import StoreConfig
 from replicas.config import EngineConfig, ProfilingConfig, ReplicaConfig, SchedulingConfig
 from replicas.tools import EmulatedToolConfig, HttpToolConfig
 
@@ -34,6 +36,13 @@ def test_defaults_and_models():
     {"replicas": [dict(REPLICA, scheduling={"reserved_slots": 0})]},
     {"replicas": [REPLICA], "tools": {"t": {"kind": "http", "url": "ftp://x"}}},
     {"replicas": [REPLICA], "tools": {"bad name!": {"kind": "emulated"}}},
+    {"replicas": [REPLICA], "queue": {"policy": "lifo"}},
+    {"replicas": [REPLICA], "queue": {"placement": "random"}},
+    {"replicas": [REPLICA], "queue": {"default_slo_class": "gold"}},
+    {"replicas": [REPLICA], "queue": {"durability": {"mode": "required"}}},  # needs redis_url
+    {"replicas": [REPLICA], "queue": {"durability": {"mode": "sometimes"}}},
+    {"replicas": [REPLICA], "queue": {"eviction": {"margin": 1}}},
+    {"replicas": [REPLICA], "slo_classes": {"x": {"ttft_ms": 5, "admission": "maybe"}}},
 ])
 def test_rejects_bad_config(bad):
     with pytest.raises(ValidationError):
@@ -43,6 +52,7 @@ def test_rejects_bad_config(bad):
 def test_every_field_is_described():
     for model in (AppConfig, BenchDefaults, QueueConfig, ReplicaConfig, EngineConfig, PredictorAppConfig,
                   PredictorConfig, ClientConfig, SchedulingConfig, ProfilingConfig,
-                  HttpToolConfig, EmulatedToolConfig):
+                  HttpToolConfig, EmulatedToolConfig, SLOClass, DurabilityConfig,
+                  EvictionConfig, StoreConfig):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
