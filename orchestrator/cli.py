@@ -50,6 +50,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.bench == "lamps-overhead":
         from benchmarks.lamps_overhead import main as lamps_overhead_main
         return lamps_overhead_main(args)
+    if args.bench == "queue-dispatch":
+        from benchmarks.queue_dispatch import main as queue_dispatch_main
+        return queue_dispatch_main(args)
     if args.bench == "client":
         from benchmarks.client_capacity import main as client_main
         return client_main(args)
@@ -115,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parsers(bench)
     from benchmarks.lamps_overhead import add_parser as add_lamps_overhead
     add_lamps_overhead(bench)
+    from benchmarks.queue_dispatch import add_parser as add_queue_dispatch
+    add_queue_dispatch(bench)
     k = bench.add_parser("client", help="open-loop rate the load client sustains")
     k.add_argument("--rates", default="250,500,1000")
     k.add_argument("--seconds", type=float, default=5.0)

@@ -206,7 +206,7 @@ class Dispatcher:
             self.record_slo(request, met=False)
             target = (f"ttft_ms {slo.ttft_ms}" if slo.ttft_ms is not None else f"e2e_ms {slo.e2e_ms}")
             raise SLOUnattainableError(
-                f"no replica is estimated to meet this request's SLO (class "
+                f"slo: no replica is estimated to meet this request's SLO (class "
                 f"{request.slo_class!r}, {target}); estimated queue wait {wait:.1f}s",
                 param="slo", retry_after_s=min(self.config.retry_after_max_s,
                                                max(self.config.retry_after_min_s, wait)))

@@ -26,6 +26,7 @@ not scored: a relative error of a near-zero wait says nothing).
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import statistics
 from collections import deque
@@ -102,25 +103,67 @@ def predicted_tokens(request: QueuedRequest, fallback_tokens: float) -> tuple[fl
     return mean, sigma * sigma
 
 
+class _SortedSums:
+    """Requests added to (or removed from) one group since the last pass: keys with
+    running sums.  A group's keys arrive in order (arrival order within a class), so a
+    query is a bisection; one out-of-order key turns it into a scan."""
+
+    __slots__ = ("keys", "cum_tokens", "cum_var", "in_order")
+
+    def __init__(self) -> None:
+        self.keys: list[tuple] = []
+        self.cum_tokens: list[float] = []
+        self.cum_var: list[float] = []
+        self.in_order = True
+
+    def add(self, key: tuple, tokens: float, var: float) -> None:
+        if self.keys and key < self.keys[-1]:
+            self.in_order = False
+        self.keys.append(key)
+        self.cum_tokens.append((self.cum_tokens[-1] if self.cum_tokens else 0.0) + tokens)
+        self.cum_var.append((self.cum_var[-1] if self.cum_var else 0.0) + var)
+
+    def below(self, key: tuple) -> tuple[float, float]:
+        if self.in_order:
+            i = bisect.bisect_left(self.keys, key)
+            return ((self.cum_tokens[i - 1], self.cum_var[i - 1]) if i else (0.0, 0.0))
+        tokens = var = prev_t = prev_v = 0.0
+        for k, t, v in zip(self.keys, self.cum_tokens, self.cum_var):
+            if k < key:
+                tokens += t - prev_t
+                var += v - prev_v
+            prev_t, prev_v = t, v
+        return tokens, var
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 @dataclass(slots=True)
 class _Curve:
-    """One model's queue at the last pass: policy keys and cumulative (tokens, var)."""
+    """One model's queue at the last pass (policy keys and cumulative tokens and
+    variance), plus per group what was admitted and removed since."""
 
     keys: list[tuple] = field(default_factory=list)
     cum_tokens: list[float] = field(default_factory=list)
     cum_var: list[float] = field(default_factory=list)
-    #: Since the pass: (key, tokens, var, +1 admitted / −1 removed).
-    delta: list[tuple[tuple, float, float, int]] = field(default_factory=list)
+    added: dict[tuple[str, str], _SortedSums] = field(default_factory=dict)
+    removed: dict[tuple[str, str], _SortedSums] = field(default_factory=dict)
 
     def ahead(self, key: tuple) -> tuple[float, float]:
         i = bisect.bisect_left(self.keys, key)
         tokens = self.cum_tokens[i - 1] if i else 0.0
         var = self.cum_var[i - 1] if i else 0.0
-        for k, t, v, sign in self.delta:
-            if k < key:
-                tokens += sign * t
-                var += sign * v
+        for sums in self.added.values():
+            t, v = sums.below(key)
+            tokens, var = tokens + t, var + v
+        for sums in self.removed.values():
+            t, v = sums.below(key)
+            tokens, var = tokens - t, var - v
         return max(0.0, tokens), max(0.0, var)
+
+    def num_changes(self) -> int:
+        return sum(map(len, self.added.values())) + sum(map(len, self.removed.values()))
 
 
 @dataclass(slots=True)
@@ -219,57 +262,68 @@ class WaitEstimator:
 
     def queued(self, request: QueuedRequest, key: tuple) -> None:
         curve = self._curves.setdefault(request.model, _Curve())
-        curve.delta.append((key, request.predicted_tokens, request.predicted_var_tokens, 1))
+        curve.added.setdefault(request.group, _SortedSums()).add(
+            key, request.predicted_tokens, request.predicted_var_tokens)
 
     def removed(self, request: QueuedRequest, key: tuple) -> None:
         curve = self._curves.get(request.model)
         if curve is not None:
-            curve.delta.append((key, request.predicted_tokens, request.predicted_var_tokens, -1))
+            curve.removed.setdefault(request.group, _SortedSums()).add(
+                key, request.predicted_tokens, request.predicted_var_tokens)
 
     def needs_pass(self) -> bool:
-        return any(len(c.delta) > 2000 for c in self._curves.values())
+        return any(c.num_changes() > 20_000 for c in self._curves.values())
 
     # ---- the pass ---------------------------------------------------------------------
     def run_pass(self, ordered: Iterable[QueuedRequest], key: Callable[[QueuedRequest], tuple],
                  replicas: list[ReplicaView], now_s: float) -> PassResult:
-        """List-schedule the queue (policy order) onto the replicas' virtual queues; mark
-        requests predicted to miss (``request.late`` when they miss even served next)."""
+        """List-schedule the queue (policy order) onto the replicas' virtual queues: each
+        request to the replica of its model that frees first.  Counts predicted misses and
+        marks ``request.late`` when even the quickest start (no queue) misses."""
         result = PassResult(now_s=now_s, replicas=replicas)
-        free_at: dict[str, float] = {r.replica_id: 0.0 if r.has_room else r.speed.slot_free_s()
-                                     for r in replicas}
+        free: dict[str, list[tuple[float, str]]] = {}  # model -> heap of (free at, replica)
+        speeds: dict[str, ReplicaView] = {r.replica_id: r for r in replicas}
         counts: dict[str, int] = {r.replica_id: 0 for r in replicas}
-        by_model: dict[str, list[ReplicaView]] = {}
+        # the quickest first token on a model: a lower bound over its replicas
+        quickest: dict[str, tuple[float, float]] = {}
         for r in replicas:
-            by_model.setdefault(r.model, []).append(r)
+            start = 0.0 if r.has_room else r.speed.slot_free_s()
+            heapq.heappush(free.setdefault(r.model, []), (start, r.replica_id))
+            a, c = quickest.get(r.model, (math.inf, math.inf))
+            quickest[r.model] = (min(a, r.speed.a_ms_per_token / 1000.0),
+                                 min(c, start + r.speed.c_ms / 1000.0))
         curves: dict[str, _Curve] = {}
         groups: dict[tuple[str, str], list[float]] = {}
         for request in ordered:
-            k = key(request)
-            curve = curves.setdefault(request.model, _Curve())
+            curve = curves.get(request.model)
+            if curve is None:
+                curve = curves[request.model] = _Curve()
             prev_t = curve.cum_tokens[-1] if curve.cum_tokens else 0.0
             prev_v = curve.cum_var[-1] if curve.cum_var else 0.0
-            curve.keys.append(k)
+            curve.keys.append(key(request))
             curve.cum_tokens.append(prev_t + request.predicted_tokens)
             curve.cum_var.append(prev_v + request.predicted_var_tokens)
-            g = groups.setdefault(request.group, [0, 0.0, math.inf])
+            g = groups.get(request.group)
+            if g is None:
+                g = groups[request.group] = [0, 0.0, math.inf]
             g[0] += 1
             g[1] += request.predicted_tokens + self.z * math.sqrt(request.predicted_var_tokens)
             g[2] = min(g[2], request.deadline_s - now_s)
-            serving = by_model.get(request.model)
-            if not serving:
+            heap = free.get(request.model)
+            if not heap:
                 continue
-            target = min(serving, key=lambda r: (free_at[r.replica_id], r.replica_id))
-            wait = free_at[target.replica_id]
-            ttft, _ = self.service_s(request, target)
-            first_ttft = min(self.service_s(request, r)[0] + (0.0 if r.has_room else r.speed.slot_free_s())
-                             for r in serving)
-            request.late = now_s + first_ttft > request.deadline_s
-            if now_s + wait + ttft > request.deadline_s:
+            a_s, c_s = quickest[request.model]
+            request.late = now_s + c_s + a_s * request.num_prompt_tokens > request.deadline_s
+            wait, replica_id = heap[0]
+            target = speeds[replica_id]
+            if now_s + wait + target.speed.prefill_s(request.num_prompt_tokens) > request.deadline_s:
                 result.num_predicted_misses += 1
-            free_at[target.replica_id] = wait + request.predicted_tokens / target.speed.tokens_per_s
-            counts[target.replica_id] += 1
-        for r in replicas:
-            result.virtual_queues[r.replica_id] = (counts[r.replica_id], free_at[r.replica_id])
+            heapq.heapreplace(heap, (wait + request.predicted_tokens / target.speed.tokens_per_s,
+                                     replica_id))
+            counts[replica_id] += 1
+        for heap in free.values():
+            for at, replica_id in heap:
+                result.virtual_queues[replica_id] = (counts[replica_id], at)
         result.groups = {g: (int(v[0]), v[1], v[2]) for g, v in groups.items()}
         self._curves = curves
         self.last_pass = result

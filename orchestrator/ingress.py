@@ -209,7 +209,9 @@ class Ingress:
                                             "outcome": Outcome.FAILED.value})
             return error_response(InternalError("internal error; the request was not run"))
         shape = ResponseShape(kind, request_id, model.name)
-        headers = {"x-request-id": request_id, "x-augserve-gpu-class": assignment.gpu_class}
+        headers = {"x-augserve-gpu-class": assignment.gpu_class}
+        if "x-request-id" not in http.headers:  # else Serve's middleware echoes it
+            headers["x-request-id"] = request_id
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         if req.stream:
             return StreamingResponse(self._sse(run, shape, include_usage, endpoint),
@@ -219,7 +221,8 @@ class Ingress:
     @staticmethod
     def _request_id(http: Request, kind: str) -> str:
         """The client's ``X-Request-Id`` (submission is idempotent: a repeat while it is in
-        progress or recently finished gets 409), else a fresh id."""
+        progress or recently finished gets 409), else a fresh id.  (Serve's HTTP proxy
+        puts one on every request that has none, and returns it in the response.)"""
         given = http.headers.get("x-request-id")
         if given is None:
             return f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"

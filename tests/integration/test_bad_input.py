@@ -115,7 +115,7 @@ def test_unknown_route_and_method(app):
 def test_queue_full_is_429_with_retry_after_and_accepted_requests_all_finish(app):
     """A burst larger than the queue plus every replica's room: the excess gets 429 with
     Retry-After at once; every accepted request completes with its full length."""
-    n, max_tokens = app.max_queued + 35 + 60, 96  # queue 64, room (16+4) + (8+2) + (4+1)
+    n, max_tokens = app.max_queued + 16 + 60, 96  # queue 64, room (8+1) + (4+1) + (2+0)
 
     async def burst():
         limits = httpx.Limits(max_connections=n)
