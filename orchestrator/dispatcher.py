@@ -63,7 +63,9 @@ class Dispatcher:
         self._assigned: dict[str, str] = {}  # request id -> replica id
         self._in_flight: dict[str, QueuedRequest] = {}  # dispatched, not finished
         self._orphans: dict[str, dict[str, float]] = {}  # recovered: replica -> {id: since}
-        self._unattached: dict[str, float] = {}  # recovered queued id -> give up at
+        #: Recovered queued requests waiting for their callers: id -> (request, give up at).
+        #: Outside the policy until attached, so they never block the queue's head.
+        self._held: dict[str, tuple[QueuedRequest, float]] = {}
         self._expiry: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._completions: deque[float] = deque()  # completion times, for Retry-After
@@ -112,11 +114,18 @@ class Dispatcher:
             self._recent_done_ids.discard(self._recent_done.popleft()[1])
         state.num_unknown_active = len(active - state.in_flight.keys() - self._recent_done_ids)
         lost = [rid for rid, t in state.in_flight.items()
-                if rid not in active and now - t > self.config.lost_grace_s]
+                if rid not in active and now - t > self.config.lost_grace_s
+                and not self._evicting(rid, now - t)]
         for rid in lost:
             logger.warning("request %s: not active on replica %s for %.0fs; released",
                            rid, state.replica_id, now - state.in_flight[rid])
             self.complete(rid, None)  # its outcome is the ingress's to report
+
+    def _evicting(self, request_id: str, age_s: float) -> bool:
+        """An evicted request waits for its caller's retry (not "lost"), for a while."""
+        request = self._in_flight.get(request_id)
+        return (request is not None and bool(request.extra.get("evicted"))
+                and age_s < 3 * self.config.lost_grace_s)
 
     def remove_replica(self, replica_id: str) -> list[str]:
         """Forget a replica; returns the ids of requests that were in flight on it."""
@@ -158,7 +167,7 @@ class Dispatcher:
     def assess(self, request: QueuedRequest) -> None:
         """Every admission check; fills the request's deadline and estimates.  Raises a
         typed rejection; on return the request may be queued by :meth:`enqueue`."""
-        if request.request_id in self._assigned or request.request_id in self._policy:
+        if self._known(request.request_id):
             raise DuplicateRequestError(
                 f"request id {request.request_id!r} is already in progress", param="X-Request-Id")
         now = self._clock()
@@ -213,12 +222,16 @@ class Dispatcher:
         request.best_effort = True
         self.counters["best_effort"] += 1
 
-    def enqueue(self, request: QueuedRequest, attached: bool = True) -> None:
+    def _known(self, request_id: str) -> bool:
+        return (request_id in self._assigned or request_id in self._policy
+                or request_id in self._held)
+
+    def enqueue(self, request: QueuedRequest) -> None:
         """Put an assessed request in the queue."""
-        if request.request_id in self._assigned or request.request_id in self._policy:
+        if self._known(request.request_id):
             raise DuplicateRequestError(
                 f"request id {request.request_id!r} is already in progress", param="X-Request-Id")
-        request.attached = attached
+        request.attached = True
         self._policy.push(request, self._clock())
         self.estimator.queued(request, self._policy.key(request))
         expire_at = request.enqueued_s + self.config.queue_timeout_s
@@ -226,6 +239,9 @@ class Dispatcher:
         if cls is not None and cls.expire:
             expire_at = min(expire_at, request.deadline_s)
         heapq.heappush(self._expiry, (expire_at, request.seq, request.request_id))
+        if len(self._expiry) > 4 * len(self._policy) + 1024:  # drop entries of dispatched ones
+            self._expiry = [e for e in self._expiry if e[2] in self._policy]
+            heapq.heapify(self._expiry)
 
     # ---- dispatch ---------------------------------------------------------------------
     def dispatch(self) -> list[Assignment]:
@@ -241,16 +257,16 @@ class Dispatcher:
         for model, with_room in rooms.items():
             skipped: list[QueuedRequest] = []
             while with_room and len(skipped) < _MAX_SKIPPED:
-                puller = min(with_room, key=lambda r: (r.load_fraction, r.replica_id))
+                puller = min(with_room, key=_pull_order)
                 request = self._policy.pop_next(model, puller.replica_id, now)
                 if request is None:
                     break
                 self.estimator.removed(request, self._policy.key(request))
                 candidates = self._candidates(request, with_room)
-                if not candidates or not request.attached:
+                if not candidates:
                     skipped.append(request)
                     continue
-                target = self._target(request, candidates, now)
+                target = self._target(request, candidates, puller, now)
                 assignments.append(self._assign(request, target, now))
                 if not target.has_room():
                     with_room.remove(target)
@@ -260,11 +276,11 @@ class Dispatcher:
         return assignments
 
     def _target(self, request: QueuedRequest, candidates: list[ReplicaState],
-                now: float) -> ReplicaState:
-        preferred = self._policy.preferred_replica(request)
-        for r in candidates:
-            if r.replica_id == preferred:
-                return r
+                puller: ReplicaState, now: float) -> ReplicaState:
+        """Under a plan the replica that pulled the request runs it (its virtual queue);
+        otherwise the placement policy chooses among those with room."""
+        if self._policy.pulls_to_puller() and puller in candidates:
+            return puller
         return self._placement.choose(request, candidates, now)
 
     def _assign(self, request: QueuedRequest, target: ReplicaState, now: float) -> Assignment:
@@ -298,8 +314,15 @@ class Dispatcher:
             return {}
         self._last_pass_s = now
         views = [r.view() for r in self._replicas.values() if self.is_healthy(r, now)]
+        if self._policy.uses_late and self.estimator.mark_late(self._policy.live(), views, now):
+            self._policy.rekey(now)  # the pass must see the order that dispatch will use
         result = self.estimator.run_pass(self._policy.ordered(now), self._policy.key, views, now)
-        done = self._policy.replan(result, now)
+        try:
+            done = self._policy.replan(result, now)
+        except Exception:  # noqa: BLE001 - a failed plan must not stop eviction or dispatch
+            logger.exception("queue policy re-plan failed; plan cleared")
+            self._policy.clear_plan()
+            done = {}
         if done.get("replanned"):
             self.counters["replans"] += 1
         if self.config.eviction.enabled:
@@ -328,6 +351,10 @@ class Dispatcher:
         releases the room without counting an outcome."""
         replica_id = self._assigned.pop(request_id, None)
         if replica_id is None:
+            if outcome is not None and request_id not in self._policy:
+                # its replica was removed, or it was released as lost: the store may still
+                # hold it as dispatched
+                self.journal.append(("finished", request_id, outcome.value))
             return False
         request = self._in_flight.pop(request_id, None)
         state = self._replicas.get(replica_id)
@@ -337,6 +364,8 @@ class Dispatcher:
         if outcome is not None:
             self.outcomes[outcome] += 1
             self._completions.append(now)
+            if len(self._completions) > 4096:
+                self._completions.popleft()
         if request is not None and slo_met is not None:
             self.record_slo(request, slo_met)
         self._recent_done.append((now, request_id))
@@ -368,7 +397,9 @@ class Dispatcher:
         request = self._policy.remove(request_id)
         if request is not None:
             self.estimator.removed(request, self._policy.key(request))
-            self._unattached.pop(request_id, None)
+        elif self._held.pop(request_id, None) is not None:
+            request = True  # type: ignore[assignment]
+        if request is not None:
             self.outcomes[Outcome.CANCELLED] += 1
             self.journal.append(("finished", request_id, Outcome.CANCELLED.value))
             return True
@@ -391,32 +422,43 @@ class Dispatcher:
             self.record_slo(request, met=False)
             self.journal.append(("finished", request_id, Outcome.EXPIRED.value))
             out.append((request, now - request.enqueued_s < self.config.queue_timeout_s))
-        for request_id, give_up_s in list(self._unattached.items()):
-            request = self._policy.get(request_id)
-            if request is None or request.attached:
-                del self._unattached[request_id]
-            elif now >= give_up_s:
-                del self._unattached[request_id]
-                self._policy.remove(request_id)
-                self.estimator.removed(request, self._policy.key(request))
+        for request_id, (request, give_up_s) in list(self._held.items()):
+            if now >= give_up_s:
+                del self._held[request_id]
                 self.outcomes[Outcome.ABANDONED] += 1
                 self.journal.append(("finished", request_id, Outcome.ABANDONED.value))
                 logger.warning("recovered request %s: no caller re-attached; dropped", request_id)
+        orphan_limit_s = self.config.lost_grace_s + self.config.replica_timeout_s
+        for replica_id, orphans in list(self._orphans.items()):
+            for request_id, since in list(orphans.items()):
+                if now - since > orphan_limit_s:  # its replica never came back
+                    del orphans[request_id]
+                    logger.warning("recovered request %s: replica %s never reported; released",
+                                   request_id, replica_id)
+                    self._assigned.pop(request_id, None)
+                    self._in_flight.pop(request_id, None)
+                    self.journal.append(("finished", request_id, Outcome.FAILED.value))
+            if not orphans:
+                del self._orphans[replica_id]
         return out
 
     # ---- recovery ---------------------------------------------------------------------
     def restore_queued(self, request: QueuedRequest, reattach_grace_s: float) -> None:
         """A request recovered from the store, queued before the restart: back in the queue
         (its policy key is unchanged, so the order holds), waiting for its caller."""
+        if self._known(request.request_id):
+            return  # its caller re-attached before the store answered
         self._seq = itertools.count(max(next(self._seq), request.seq) + 1)
-        self.enqueue(request, attached=False)
-        self._unattached[request.request_id] = self._clock() + reattach_grace_s
+        request.attached = False
+        self._held[request.request_id] = (request, self._clock() + reattach_grace_s)
         self.counters["recovered"] += 1
 
     def restore_dispatched(self, request: QueuedRequest, replica_id: str) -> None:
         """A request recovered as dispatched: it holds room on its replica (if the replica
         no longer serves it, reconciliation releases it after ``lost_grace_s``)."""
         now = self._clock()
+        if self._known(request.request_id):
+            return
         self._assigned[request.request_id] = replica_id
         self._in_flight[request.request_id] = request
         state = self._replicas.get(replica_id)
@@ -429,10 +471,11 @@ class Dispatcher:
     def attach(self, request_id: str) -> Assignment | bool:
         """A caller re-attaches to a known request: its assignment if dispatched, True if
         queued (it will be dispatched), False if unknown."""
-        request = self._policy.get(request_id)
-        if request is not None:
-            request.attached = True
-            self._unattached.pop(request_id, None)
+        if request_id in self._policy:
+            return True
+        held = self._held.pop(request_id, None)
+        if held is not None:  # back in the queue under its original key: the order holds
+            self.enqueue(held[0])
             return True
         replica_id = self._assigned.get(request_id)
         if replica_id is None:
@@ -445,7 +488,9 @@ class Dispatcher:
                           0.0)
 
     def lookup(self, request_id: str) -> QueuedRequest | None:
-        return self._policy.get(request_id) or self._in_flight.get(request_id)
+        held = self._held.get(request_id)
+        return self._policy.get(request_id) or self._in_flight.get(request_id) or (
+            held[0] if held else None)
 
     # ---- rates ------------------------------------------------------------------------
     def completion_rate_per_s(self, window_s: float = 30.0) -> float:
@@ -469,7 +514,7 @@ class Dispatcher:
     # ---- introspection ----------------------------------------------------------------
     @property
     def num_queued(self) -> int:
-        return len(self._policy)
+        return len(self._policy) + len(self._held)
 
     @property
     def num_in_flight(self) -> int:
@@ -482,6 +527,15 @@ class Dispatcher:
     def snapshot(self) -> dict[str, Any]:
         from orchestrator.snapshot import snapshot
         return snapshot(self)
+
+
+def _pull_order(r: ReplicaState) -> tuple[float, str]:
+    """Which replica with room pulls next: the one where a mean request would finish
+    first (its measured speed next to what it runs), so a faster class pulls more."""
+    running = min(r.num_holding, r.stats.limits.max_num_seqs)
+    speed = r.speed
+    return (speed.prefill_s(0) + speed.mean_request_tokens / speed.seq_tokens_per_s(running),
+            r.replica_id)
 
 
 def _policy_kwargs(config: QueueConfig) -> dict[str, Any]:

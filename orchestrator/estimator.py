@@ -275,23 +275,37 @@ class WaitEstimator:
         return any(c.num_changes() > 20_000 for c in self._curves.values())
 
     # ---- the pass ---------------------------------------------------------------------
+    def mark_late(self, requests: Iterable[QueuedRequest], replicas: list[ReplicaView],
+                  now_s: float) -> bool:
+        """Set ``request.late`` when even the quickest start (no queue ahead, the fastest
+        replica of its model) misses its deadline; True if any flag changed."""
+        quickest: dict[str, tuple[float, float]] = {}
+        for r in replicas:
+            start = 0.0 if r.has_room else r.speed.slot_free_s()
+            a, c = quickest.get(r.model, (math.inf, math.inf))
+            quickest[r.model] = (min(a, r.speed.a_ms_per_token / 1000.0),
+                                 min(c, start + r.speed.c_ms / 1000.0))
+        changed = False
+        for request in requests:
+            bound = quickest.get(request.model)
+            if bound is None:
+                continue
+            late = now_s + bound[1] + bound[0] * request.num_prompt_tokens > request.deadline_s
+            if late != request.late:
+                request.late, changed = late, True
+        return changed
+
     def run_pass(self, ordered: Iterable[QueuedRequest], key: Callable[[QueuedRequest], tuple],
                  replicas: list[ReplicaView], now_s: float) -> PassResult:
         """List-schedule the queue (policy order) onto the replicas' virtual queues: each
-        request to the replica of its model that frees first.  Counts predicted misses and
-        marks ``request.late`` when even the quickest start (no queue) misses."""
+        request to the replica of its model that frees first; count predicted misses."""
         result = PassResult(now_s=now_s, replicas=replicas)
         free: dict[str, list[tuple[float, str]]] = {}  # model -> heap of (free at, replica)
         speeds: dict[str, ReplicaView] = {r.replica_id: r for r in replicas}
         counts: dict[str, int] = {r.replica_id: 0 for r in replicas}
-        # the quickest first token on a model: a lower bound over its replicas
-        quickest: dict[str, tuple[float, float]] = {}
         for r in replicas:
             start = 0.0 if r.has_room else r.speed.slot_free_s()
             heapq.heappush(free.setdefault(r.model, []), (start, r.replica_id))
-            a, c = quickest.get(r.model, (math.inf, math.inf))
-            quickest[r.model] = (min(a, r.speed.a_ms_per_token / 1000.0),
-                                 min(c, start + r.speed.c_ms / 1000.0))
         curves: dict[str, _Curve] = {}
         groups: dict[tuple[str, str], list[float]] = {}
         for request in ordered:
@@ -312,8 +326,6 @@ class WaitEstimator:
             heap = free.get(request.model)
             if not heap:
                 continue
-            a_s, c_s = quickest[request.model]
-            request.late = now_s + c_s + a_s * request.num_prompt_tokens > request.deadline_s
             wait, replica_id = heap[0]
             target = speeds[replica_id]
             if now_s + wait + target.speed.prefill_s(request.num_prompt_tokens) > request.deadline_s:

@@ -236,7 +236,7 @@ class Ingress:
         """Admission by the queue manager.  When it dies (Serve restarts it, and it
         recovers its queue from Redis), the request re-attaches under its id: never
         queued twice, never lost; after ``QUEUE_RECONNECT_S`` the client gets 503."""
-        deadline = time.monotonic() + QUEUE_RECONNECT_S
+        deadline: float | None = None  # counted from the first failure
         resume, delay_s = False, 0.25
         while True:
             response = self.qm.enqueue.remote(queued, retry, resume)
@@ -249,6 +249,8 @@ class Ingress:
             except AugserveError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the queue manager died or is restarting
+                if deadline is None:
+                    deadline = time.monotonic() + QUEUE_RECONNECT_S
                 if time.monotonic() + delay_s > deadline:
                     logger.warning("queue manager unavailable: %s", exc)
                     raise QueueUnavailableError("the queue manager is unavailable; retry later",

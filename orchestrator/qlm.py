@@ -9,8 +9,7 @@ first, plus two things EDF lacks under overload.
   (total lateness plus model-swap cost, HiGHS under a time limit).  A replica with room
   then takes first from the groups planned for it (EDF among them), and when those are
   empty the least urgent head of another group (work conserving, without taking the
-  urgent work the plan gave a faster replica); a planned group's request goes to its
-  replica when that one has room.  With no predicted miss the plan is cleared: plain EDF.
+  urgent work the plan gave a faster replica), and runs what it took itself.  With no predicted miss the plan is cleared: plain EDF.
 """
 
 from __future__ import annotations
@@ -23,9 +22,13 @@ from orchestrator.queue_policy import EdfPolicy, QueuedRequest
 if TYPE_CHECKING:
     from orchestrator.estimator import PassResult
 
+#: The plan's deadline for a group without one (the MILP needs finite numbers).
+NO_DEADLINE_S = 1e7
+
 
 class QlmPolicy(EdfPolicy):
     name = "qlm"
+    uses_late = True
 
     def __init__(self, swap_cost_s: float = 30.0, allow_model_swap: bool = False,
                  time_limit_s: float = 0.05) -> None:
@@ -53,13 +56,18 @@ class QlmPolicy(EdfPolicy):
     def preferred_replica(self, request: QueuedRequest) -> str | None:
         return self._plan.get(request.group)
 
+    def pulls_to_puller(self) -> bool:
+        return bool(self._plan)
+
+    def clear_plan(self) -> None:
+        self._plan = {}
+
     def replan(self, view: PassResult, now_s: float) -> dict[str, Any]:
-        self.rekey(now_s)  # the pass refreshed ``late``
         if view.num_predicted_misses == 0 or not view.groups or not view.replicas:
             self._plan = {}
             return {"replanned": 0}
         groups = [PlanGroup(key=f"{m}/{c}", model=m, num_requests=n, work_tokens=tokens,
-                            deadline_s=deadline)
+                            deadline_s=min(deadline, NO_DEADLINE_S))  # no SLO: never late
                   for (m, c), (n, tokens, deadline) in sorted(view.groups.items())]
         by_key = {f"{m}/{c}": (m, c) for (m, c) in view.groups}
         replicas = [PlanReplica(r.replica_id, r.model, r.speed.tokens_per_s,

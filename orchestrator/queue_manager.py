@@ -19,8 +19,9 @@ from ray import serve
 
 from orchestrator.config import QueueConfig, SLOClass
 from orchestrator.dispatcher import Assignment, Dispatcher
-from orchestrator.errors import (DeadlineExceededError, DuplicateRequestError,
-                                 DurabilityUnavailableError, QueueTimeoutError)
+from orchestrator.errors import (AugserveError, DeadlineExceededError, DuplicateRequestError,
+                                 DurabilityUnavailableError, QueueTimeoutError,
+                                 QueueUnavailableError)
 from orchestrator.metrics import QueueMetrics
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_policy import QueuedRequest
@@ -29,6 +30,20 @@ from orchestrator.store import (MemoryStore, QueueStore, RateLimitedLog,
 from replicas.types import ReplicaStats
 
 logger = logging.getLogger("ray.serve")
+
+
+def _finished_error(request_id: str, outcome: str, resume: bool) -> AugserveError:
+    """A submission of an id that finished recently: 409; a caller re-attaching after a
+    restart gets what happened to its request meanwhile."""
+    if resume and outcome == Outcome.EXPIRED.value:
+        return DeadlineExceededError("the request's SLO deadline passed while the queue "
+                                     "manager restarted", param="slo")
+    if resume and outcome == Outcome.ABANDONED.value:
+        return QueueUnavailableError("the request was dropped while the queue manager "
+                                     "restarted; retry", retry_after_s=1.0)
+    return DuplicateRequestError(
+        f"request id {request_id!r} already finished ({outcome}); use a new X-Request-Id",
+        param="X-Request-Id")
 
 
 class QueueService:
@@ -45,10 +60,32 @@ class QueueService:
         self._metrics = metrics
         self._warn = RateLimitedLog(logger)
         self.num_nondurable = 0
+        self._groups_seen: set[tuple[str, str]] = set()
 
     async def start(self) -> int:
-        """Connect the store and recover what it holds; returns how many were recovered."""
+        """Connect the store and recover what it holds; returns how many were recovered
+        (-1: the store did not answer; recovery then retries in the background while the
+        manager serves — new requests per the durability mode)."""
         await self.store.start()
+        try:
+            return await self.recover()
+        except StoreUnavailableError as exc:
+            logger.warning("queue manager: the store is unavailable at start (%s); serving, "
+                           "recovering once it answers", exc)
+            self._recovering = asyncio.get_running_loop().create_task(self._recover_later())
+            return -1
+
+    async def _recover_later(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.recover()
+                self.pump()
+                return
+            except StoreUnavailableError:
+                continue
+
+    async def recover(self) -> int:
         grace = self.core.config.durability.reattach_grace_s
         recovered = await self.store.load()
         for stored in recovered:
@@ -84,13 +121,19 @@ class QueueService:
         if retry:
             self.core.release_for_retry(
                 rid, Outcome.EVICTED if request.extra.get("evicted") else Outcome.FAILED)
-        self.core.assess(request)  # raises a typed rejection
+        try:
+            self.core.assess(request)  # raises a typed rejection
+        except AugserveError as exc:
+            if retry:  # its record (requeued) would otherwise stay behind
+                self.store.finished(rid, Outcome.FAILED.value)
+            raise exc
         try:
             durable = await self.store.put(request, required=self.required)
+        except asyncio.CancelledError:
+            self.store.finished(rid, Outcome.CANCELLED.value)  # the write may have landed
+            raise
         except RequestAlreadyFinishedError as exc:
-            raise DuplicateRequestError(
-                f"request id {rid!r} already finished ({exc.outcome}); use a new X-Request-Id",
-                param="X-Request-Id") from None
+            raise _finished_error(rid, exc.outcome, resume) from None
         except StoreUnavailableError as exc:
             self.core.outcomes[Outcome.REJECTED_UNDURABLE] += 1
             raise DurabilityUnavailableError(
@@ -202,8 +245,10 @@ class QueueService:
             return
         m.queue_length.set(self.core.num_queued)
         m.in_flight.set(self.core.num_in_flight)
-        for (model, cls), n in self.core.policy.group_sizes().items():
-            m.group_length.set(n, tags={"model": model, "slo_class": cls})
+        sizes = self.core.policy.group_sizes()
+        self._groups_seen |= set(sizes)
+        for model, cls in self._groups_seen:  # an emptied group reads 0, not its last size
+            m.group_length.set(sizes.get((model, cls), 0), tags={"model": model, "slo_class": cls})
         err = self.core.estimator.error_stats()["estimator_error_median"]
         if err == err:  # not NaN
             m.estimator_error.set(err)

@@ -89,6 +89,8 @@ class QueuePolicy(ABC):
     """Holds queued requests in per-group heaps and yields them in ``key`` order."""
 
     name: ClassVar[str]
+    #: The key reads ``request.late`` (the estimator's pass then marks and re-keys).
+    uses_late: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._live: dict[str, QueuedRequest] = {}
@@ -128,6 +130,10 @@ class QueuePolicy(ABC):
 
     def get(self, request_id: str) -> QueuedRequest | None:
         return self._live.get(request_id)
+
+    def live(self) -> Iterator[QueuedRequest]:
+        """Every queued request, in no particular order."""
+        return iter(list(self._live.values()))
 
     def group_sizes(self) -> dict[tuple[str, str], int]:
         return {g: n for g, n in self._counts.items() if n}
@@ -184,6 +190,13 @@ class QueuePolicy(ABC):
     def preferred_replica(self, request: QueuedRequest) -> str | None:
         """The replica a plan gives this request's group (None: no preference)."""
         return None
+
+    def pulls_to_puller(self) -> bool:
+        """True while a plan is in force: the replica that pulled a request runs it."""
+        return False
+
+    def clear_plan(self) -> None:
+        """Forget any plan (after a failed re-plan)."""
 
     def replan(self, view: Any, now_s: float) -> dict[str, Any]:
         """Called every re-plan period with the estimator's view of the fleet; returns
