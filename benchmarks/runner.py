@@ -142,8 +142,8 @@ def run_once(url: str, info: dict[str, Any], workload: Workload, rate: float, ou
     write_run(out_dir, result, records)
     print(summary_table(result))
     replica_stats(url, out_dir)
-    print(f"wrote {out_dir}/results.json, requests.csv, latency_cdf.png, ttft_cdf.png, "
-          "slo_attainment.png")
+    print(f"wrote {out_dir}/results.json, requests.csv, queue.json, replicas.json, "
+          "latency_cdf.png, ttft_cdf.png, slo_attainment.png")
     return result
 
 
@@ -162,13 +162,22 @@ REPLICA_COUNTERS = ("calls_preserve", "calls_discard", "calls_swap", "num_demoti
 
 
 def replica_stats(url: str, out_dir: Path) -> None:
-    """Save each replica's policy counters (cumulative since the app started) beside the
-    results, as ``replicas.json``, and print them; a server without them is skipped."""
+    """Save the queue manager's state (``queue.json``: estimator error, SLO attainment per
+    class, counters, durability) and each replica's policy counters (cumulative since the
+    app started, ``replicas.json``) beside the results, and print them; a server without
+    them is skipped."""
     import httpx
     try:
-        replicas = httpx.get(f"{url}/v1/admin/queue", timeout=10).json().get("replicas", [])
+        state = httpx.get(f"{url}/v1/admin/queue", timeout=10).json()
     except (httpx.HTTPError, ValueError):
         return
+    (out_dir / "queue.json").write_text(json.dumps(state, indent=2))
+    est = state.get("estimator") or {}
+    if est:
+        print(f"queue manager: policy {state.get('policy')}, estimator error median "
+              f"{est.get('estimator_error_median')}, p90 {est.get('estimator_error_p90')} "
+              f"({est.get('estimator_scored')} scored); counters {state.get('counters')}")
+    replicas = state.get("replicas", [])
     rows = [{"deployment": r.get("deployment"), **{k: r.get("extra", {}).get(k)
                                                    for k in REPLICA_COUNTERS}} for r in replicas]
     (out_dir / "replicas.json").write_text(json.dumps(rows, indent=2))
