@@ -10,10 +10,13 @@ requests ahead of it (each request's predicted output, from the predictor's medi
 p90: ``σ ≈ (p90 − p50) / 1.2816``) drained by the throughput of the replicas that serve
 its model, with a tail margin::
 
-    W ≈ f0 + (Σ μ_i + z·√(Σ σ_i²)) / Σ_r Θ_r
+    W ≈ f0 + (Σ μ_i + z·√(Σ σ_i²)) / (κ · Σ_r Θ_r)
 
 ``f0`` is 0 when a replica has room, else the time until one frees a slot (half a mean
-request at the replica's speed).  A *pass* (every re-plan period) walks the whole queue in
+request at the replica's speed).  ``κ`` calibrates the units: the rate at which predicted
+work was measured to leave the queue while it was backlogged, over the replicas' summed
+output rate (1 until measured) — with API-augmented requests room frees at every pause
+and is taken back at every resume, which the output rate alone does not see.  A *pass* (every re-plan period) walks the whole queue in
 the policy's order and list-schedules it onto the replicas' **virtual queues** (each
 request to the replica that frees first); between passes, an admission's estimate comes
 from the pass's cumulative-token curve plus the requests admitted and removed since.
@@ -36,6 +39,8 @@ from dataclasses import dataclass, field
 from orchestrator.queue_policy import QueuedRequest
 
 Z_P90 = 1.2816
+#: A dispatch of a request that waited at least this long came from a backlog.
+BACKLOG_WAIT_S = 0.05
 
 
 @dataclass(slots=True)
@@ -200,6 +205,11 @@ class WaitEstimator:
         self.speeds: dict[str, ReplicaSpeed] = {}
         self._curves: dict[str, _Curve] = {}
         self._errors: deque[float] = deque(maxlen=error_window)
+        #: model -> (time, predicted tokens) of dispatches made from a backlog: the rate at
+        #: which queued work actually leaves, in the estimate's own units.
+        self._drained: dict[str, deque[tuple[float, float]]] = {}
+        #: The latest (estimated, actual) waits, for operators (``/v1/admin/queue``).
+        self.samples: deque[tuple[float, float]] = deque(maxlen=100)
         self.num_scored = 0
         self.last_pass: PassResult | None = None
 
@@ -227,6 +237,11 @@ class WaitEstimator:
                                               request.predicted_tokens, self.alpha)
         estimate = request.extra.get("est_wait_s")
         actual = now_s - request.enqueued_s
+        if actual >= BACKLOG_WAIT_S:
+            self._drained.setdefault(request.model, deque(maxlen=64)).append(
+                (now_s, request.predicted_tokens))
+        if isinstance(estimate, float):
+            self.samples.append((round(estimate, 3), round(actual, 3)))
         if isinstance(estimate, float) and actual >= self.min_wait_s:
             self._errors.append(abs(estimate - actual) / actual)
             self.num_scored += 1
@@ -240,18 +255,34 @@ class WaitEstimator:
             mean_s = sum(d.mean_s for d in p.api_durations) / len(p.api_durations)
             request.api_time_s = mean_s * (request.num_turns - 1)
 
+    def drain_scale(self, model: str, replicas: list[ReplicaView]) -> float:
+        """κ = the rate queued work of ``model`` was measured to leave the queue (predicted
+        tokens dispatched per second while backlogged) over the replicas' summed output
+        rate; 1 until measured.  It folds in what the token rate alone misses: requests
+        pausing on API calls free their room, resumed ones take it back, prediction bias."""
+        drained = self._drained.get(model)
+        if not drained or len(drained) < 8:
+            return 1.0
+        span_s = drained[-1][0] - drained[0][0]
+        reported = sum(r.speed.tokens_per_s for r in replicas if r.model == model)
+        if span_s < 1.0 or reported <= 0:
+            return 1.0
+        rate = sum(t for _, t in list(drained)[1:]) / span_s
+        return min(10.0, max(0.1, rate / reported))
+
     def admission_wait_s(self, request: QueuedRequest, key: tuple,
                          replicas: list[ReplicaView]) -> float:
         """Estimated wait of a request about to be queued with policy key ``key``."""
         if not replicas:
             return math.inf
+        kappa = self.drain_scale(request.model, replicas)
         if any(r.has_room for r in replicas):
             f0 = 0.0
         else:
-            f0 = min(r.speed.slot_free_s() for r in replicas)
+            f0 = min(r.speed.slot_free_s() for r in replicas) / kappa
         curve = self._curves.get(request.model)
         tokens, var = curve.ahead(key) if curve is not None else (0.0, 0.0)
-        throughput = sum(r.speed.tokens_per_s for r in replicas)
+        throughput = kappa * sum(r.speed.tokens_per_s for r in replicas)
         return f0 + (tokens + self.z * math.sqrt(var)) / throughput
 
     def service_s(self, request: QueuedRequest, replica: ReplicaView) -> tuple[float, float]:
@@ -303,8 +334,9 @@ class WaitEstimator:
         free: dict[str, list[tuple[float, str]]] = {}  # model -> heap of (free at, replica)
         speeds: dict[str, ReplicaView] = {r.replica_id: r for r in replicas}
         counts: dict[str, int] = {r.replica_id: 0 for r in replicas}
+        kappa = {m: self.drain_scale(m, replicas) for m in {r.model for r in replicas}}
         for r in replicas:
-            start = 0.0 if r.has_room else r.speed.slot_free_s()
+            start = 0.0 if r.has_room else r.speed.slot_free_s() / kappa[r.model]
             heapq.heappush(free.setdefault(r.model, []), (start, r.replica_id))
         curves: dict[str, _Curve] = {}
         groups: dict[tuple[str, str], list[float]] = {}
@@ -330,8 +362,8 @@ class WaitEstimator:
             target = speeds[replica_id]
             if now_s + wait + target.speed.prefill_s(request.num_prompt_tokens) > request.deadline_s:
                 result.num_predicted_misses += 1
-            heapq.heapreplace(heap, (wait + request.predicted_tokens / target.speed.tokens_per_s,
-                                     replica_id))
+            rate = kappa[request.model] * target.speed.tokens_per_s
+            heapq.heapreplace(heap, (wait + request.predicted_tokens / rate, replica_id))
             counts[replica_id] += 1
         for heap in free.values():
             for at, replica_id in heap:

@@ -29,7 +29,8 @@ def snapshot(d: Dispatcher) -> dict[str, Any]:
         "slo_attainment": {c: {"met": met, "total": total,
                                "attainment": met / total if total else None}
                            for c, (met, total) in sorted(d.attainment.items())},
-        "estimator": {k: _num(v) for k, v in d.estimator.error_stats().items()},
+        "estimator": {**{k: _num(v) for k, v in d.estimator.error_stats().items()},
+                      "recent_waits_estimated_actual_s": list(d.estimator.samples)},
         "predicted_misses": last.num_predicted_misses if last else 0,
         **d.policy.describe(),
         "replicas": [

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.config import QueueConfig, SLOClass
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.errors import SLOUnattainableError
-from orchestrator.estimator import WaitEstimator, speed_from_profile
+from orchestrator.estimator import ReplicaView, WaitEstimator, speed_from_profile
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_policy import QueuedRequest, make_queue_policy
 from predictor_service.types import Prediction
@@ -354,3 +354,26 @@ def test_recovered_dispatched_requests_hold_room_until_released():
     assert d.complete("r0")
     assert [a.request_id for a in d.dispatch()] == ["r1"]
     assert ("finished", "r0", "completed") in d.journal
+
+
+def test_the_drain_rate_measured_from_a_backlog_calibrates_the_estimate():
+    """Queued work measured leaving at 100 predicted tokens/s while the replicas report
+    400 output tokens/s: κ = 0.25, and 200 tokens ahead mean 2 s, not 0.5 s."""
+    est = WaitEstimator(z=0.0)
+    view = ReplicaView("a", "m", speed_from_profile(PROFILE, 1), has_room=False, num_running=1)
+    view.speed.saturated_tokens_per_s = 400.0
+    view.speed.mean_request_tokens = 0.0  # no slot-release term: only the tokens ahead
+    assert est.drain_scale("m", [view]) == 1.0  # not measured yet
+    for i in range(11):
+        r = req(i, tokens=100)
+        est.annotate(r)
+        r.enqueued_s = i - 5.0  # each waited 5 s: dispatched from a backlog, 1 per second
+        est.on_dispatch("a", r, now_s=float(i))
+    assert est.drain_scale("m", [view]) == pytest.approx(0.25)
+    ahead = [req(20 + i, tokens=100) for i in range(2)]
+    for r in ahead:
+        est.annotate(r)
+    est.run_pass(ahead, lambda r: (r.request_id,), [view], now_s=20.0)
+    probe = req(99, tokens=100)
+    est.annotate(probe)
+    assert est.admission_wait_s(probe, ("r99",), [view]) == pytest.approx(2.0)
