@@ -119,7 +119,8 @@ class Dispatcher:
         for rid in lost:
             logger.warning("request %s: not active on replica %s for %.0fs; released",
                            rid, state.replica_id, now - state.in_flight[rid])
-            self.complete(rid, None)  # its outcome is the ingress's to report
+            if not self.complete(rid, None):  # its outcome is the ingress's to report
+                state.in_flight.pop(rid, None)  # never hold room for an unknown request
 
     def _evicting(self, request_id: str, age_s: float) -> bool:
         """An evicted request waits for its caller's retry (not "lost"), for a while."""
@@ -360,6 +361,8 @@ class Dispatcher:
         state = self._replicas.get(replica_id)
         if state is not None:
             state.in_flight.pop(request_id, None)
+        else:  # recovered, its replica has not reported yet
+            self._orphans.get(replica_id, {}).pop(request_id, None)
         now = self._clock()
         if outcome is not None:
             self.outcomes[outcome] += 1

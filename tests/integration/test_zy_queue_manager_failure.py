@@ -52,14 +52,17 @@ def test_killing_the_queue_manager_under_load_loses_no_accepted_request(app):
     ids = [f"kill-{uuid.uuid4().hex[:8]}-{i}" for i in range(n)]
 
     async def one(c: httpx.AsyncClient, i: int) -> tuple[int, dict]:
-        r = await c.post("/v1/completions", headers={"X-Request-Id": ids[i]}, json={
-            "model": app.model, "prompt": f"load {i}", "max_tokens": max_tokens,
-            "ignore_eos": True})
+        try:
+            r = await c.post("/v1/completions", headers={"X-Request-Id": ids[i]}, json={
+                "model": app.model, "prompt": f"load {i}", "max_tokens": max_tokens,
+                "ignore_eos": True})
+        except httpx.TimeoutException:
+            return 0, {"hung": ids[i]}  # a missing answer: reported below, with the state
         return r.status_code, r.json()
 
     async def run():
         limits = httpx.Limits(max_connections=n)
-        async with httpx.AsyncClient(base_url=app.base_url, timeout=240, limits=limits) as c:
+        async with httpx.AsyncClient(base_url=app.base_url, timeout=180, limits=limits) as c:
             tasks = [asyncio.create_task(one(c, i)) for i in range(n)]
             deadline = time.monotonic() + 60
             while app_state_queued(app) < 10:  # wait until a good part is queued
@@ -70,6 +73,8 @@ def test_killing_the_queue_manager_under_load_loses_no_accepted_request(app):
 
     results = asyncio.run(run())
     assert len(results) == n
+    hung = [b["hung"] for code, b in results if code == 0]
+    assert not hung, (hung, app_state_or_error(app))
     completed = [b for code, b in results if code == 200]
     errors = [(code, b) for code, b in results if code != 200]
     for code, b in errors:  # a clean error, never a 500 page or a hang
@@ -90,3 +95,10 @@ def app_state_queued(app) -> int:
         return app.queue_state()["num_queued"]
     except Exception:  # noqa: BLE001 - the endpoint answers 503 while restarting
         return 0
+
+
+def app_state_or_error(app) -> object:
+    try:
+        return app.queue_state()
+    except Exception as exc:  # noqa: BLE001
+        return repr(exc)

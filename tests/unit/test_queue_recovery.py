@@ -162,3 +162,25 @@ async def test_the_manager_starts_while_redis_is_unreachable():
     finally:
         svc._recovering.cancel()
         await svc.store.close()
+
+
+def test_a_recovered_request_completed_before_its_replica_reports_frees_its_room():
+    """Found by the kill-under-load test: the completion arrived while the request was
+    an orphan; its room must not be held forever once the replica reports."""
+    d, clock = make("fifo", lost_grace_s=5)
+    d.restore_dispatched(req(0), "a")
+    assert d.complete("r0")  # the ingress's notice, before replica "a" reported
+    d.report(stats("a", seqs=1))
+    d.admit(req(1))
+    assert [a.request_id for a in d.dispatch()] == ["r1"]
+
+
+def test_an_in_flight_entry_without_assignment_is_released_by_reconciliation():
+    d, clock = make("fifo", lost_grace_s=5)
+    d.report(stats("a", seqs=1))
+    d._replicas["a"].in_flight["ghost"] = clock()  # room held for nothing
+    d.admit(req(1))
+    assert d.dispatch() == []
+    clock.advance(6)
+    d.report(stats("a", seqs=1))
+    assert [a.request_id for a in d.dispatch()] == ["r1"]
