@@ -17,14 +17,17 @@ pytestmark = pytest.mark.integration
 
 
 def engine_core_pids(app) -> list[int]:
-    """The vLLM engine-core processes of the healthy replicas (children of their pids)."""
+    """The vLLM engine-core processes of the healthy replicas: every process named
+    EngineCore (by title or command line) that descends from a replica's pid."""
+    replica_pids = {int(r["extra"]["pid"]) for r in app.queue_state()["replicas"] if r["healthy"]}
     pids = []
-    for replica in app.queue_state()["replicas"]:
-        if not replica["healthy"]:
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            title = (proc.info["name"] or "") + " " + " ".join(proc.info["cmdline"] or [])
+            if "EngineCor" in title and replica_pids & {a.pid for a in proc.parents()}:
+                pids.append(proc.pid)
+        except psutil.Error:  # gone meanwhile
             continue
-        parent = psutil.Process(int(replica["extra"]["pid"]))
-        pids += [p.pid for p in parent.children(recursive=True)
-                 if "EngineCore" in " ".join(p.cmdline())]
     return pids
 
 
