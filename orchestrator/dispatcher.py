@@ -288,7 +288,8 @@ class Dispatcher:
         target.in_flight[request.request_id] = now
         self._assigned[request.request_id] = target.replica_id
         self._in_flight[request.request_id] = request
-        self.estimator.on_dispatch(target.replica_id, request, now)
+        backlog = any(n for (m, _c), n in self._policy.group_sizes().items() if m == request.model)
+        self.estimator.on_dispatch(target.replica_id, request, now, backlog_after=backlog)
         self.journal.append(("dispatched", request.request_id, target.replica_id,
                              target.stats.deployment, target.stats.gpu_class))
         return Assignment(request.request_id, target.replica_id, target.stats.deployment,

@@ -39,8 +39,6 @@ from dataclasses import dataclass, field
 from orchestrator.queue_policy import QueuedRequest
 
 Z_P90 = 1.2816
-#: A dispatch of a request that waited at least this long came from a backlog.
-BACKLOG_WAIT_S = 0.05
 
 
 @dataclass(slots=True)
@@ -205,9 +203,11 @@ class WaitEstimator:
         self.speeds: dict[str, ReplicaSpeed] = {}
         self._curves: dict[str, _Curve] = {}
         self._errors: deque[float] = deque(maxlen=error_window)
-        #: model -> (time, predicted tokens) of dispatches made from a backlog: the rate at
-        #: which queued work actually leaves, in the estimate's own units.
+        #: model -> (seconds since the previous dispatch, predicted tokens) of dispatches
+        #: made while a backlog persisted: the rate at which queued work actually leaves,
+        #: in the estimate's own units, counting backlogged time only.
         self._drained: dict[str, deque[tuple[float, float]]] = {}
+        self._last_dispatch: dict[str, tuple[float, bool]] = {}
         #: The latest (estimated, actual) waits, for operators (``/v1/admin/queue``).
         self.samples: deque[tuple[float, float]] = deque(maxlen=100)
         self.num_scored = 0
@@ -230,16 +230,20 @@ class WaitEstimator:
     def forget_replica(self, replica_id: str) -> None:
         self.speeds.pop(replica_id, None)
 
-    def on_dispatch(self, replica_id: str, request: QueuedRequest, now_s: float) -> None:
+    def on_dispatch(self, replica_id: str, request: QueuedRequest, now_s: float,
+                    backlog_after: bool = False) -> None:
+        """A request left the queue; ``backlog_after``: its model still has queued ones."""
         speed = self.speeds.get(replica_id)
         if speed is not None:
             speed.mean_request_tokens = _ewma(speed.mean_request_tokens,
                                               request.predicted_tokens, self.alpha)
         estimate = request.extra.get("est_wait_s")
         actual = now_s - request.enqueued_s
-        if actual >= BACKLOG_WAIT_S:
+        last = self._last_dispatch.get(request.model)
+        if last is not None and last[1] and now_s > last[0]:  # backlogged since the last one
             self._drained.setdefault(request.model, deque(maxlen=64)).append(
-                (now_s, request.predicted_tokens))
+                (now_s - last[0], request.predicted_tokens))
+        self._last_dispatch[request.model] = (now_s, backlog_after)
         if isinstance(estimate, float):
             self.samples.append((round(estimate, 3), round(actual, 3)))
         if isinstance(estimate, float) and actual >= self.min_wait_s:
@@ -263,11 +267,11 @@ class WaitEstimator:
         drained = self._drained.get(model)
         if not drained or len(drained) < 8:
             return 1.0
-        span_s = drained[-1][0] - drained[0][0]
+        span_s = sum(gap for gap, _ in drained)
         reported = sum(r.speed.tokens_per_s for r in replicas if r.model == model)
-        if span_s < 1.0 or reported <= 0:
+        if span_s < 0.5 or reported <= 0:
             return 1.0
-        rate = sum(t for _, t in list(drained)[1:]) / span_s
+        rate = sum(tokens for _, tokens in drained) / span_s
         return min(10.0, max(0.1, rate / reported))
 
     def admission_wait_s(self, request: QueuedRequest, key: tuple,

@@ -364,11 +364,15 @@ def test_the_drain_rate_measured_from_a_backlog_calibrates_the_estimate():
     view.speed.saturated_tokens_per_s = 400.0
     view.speed.mean_request_tokens = 0.0  # no slot-release term: only the tokens ahead
     assert est.drain_scale("m", [view]) == 1.0  # not measured yet
-    for i in range(11):
+    for i in range(11):  # from a backlog, one per second
         r = req(i, tokens=100)
         est.annotate(r)
-        r.enqueued_s = i - 5.0  # each waited 5 s: dispatched from a backlog, 1 per second
-        est.on_dispatch("a", r, now_s=float(i))
+        r.enqueued_s = i - 5.0
+        est.on_dispatch("a", r, now_s=float(i), backlog_after=i < 10)
+    idle = req(50, tokens=100)  # the backlog had emptied: the idle minute does not count
+    est.annotate(idle)
+    est.on_dispatch("a", idle, now_s=70.0, backlog_after=False)
+    est.on_dispatch("a", idle, now_s=71.0, backlog_after=True)
     assert est.drain_scale("m", [view]) == pytest.approx(0.25)
     ahead = [req(20 + i, tokens=100) for i in range(2)]
     for r in ahead:
