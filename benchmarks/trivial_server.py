@@ -1,6 +1,7 @@
 """A trivial OpenAI-shaped SSE endpoint on raw asyncio, to measure the load client alone.
 ``python -m benchmarks.trivial_server PORT``: answers GET /v1/models and streams a
-one-token completion with usage and [DONE] for any POST."""
+one-token completion with usage and [DONE] for any POST; ``GET /stats`` answers how many
+POSTs it has served (tests wait on it)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ CHUNK = ("data: " + json.dumps({"choices": [{"index": 0, "text": "x", "finish_re
                                                           "total_tokens": 2}}) + "\n\ndata: [DONE]\n\n")
 
 
+SERVED = [0]
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -25,9 +29,12 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     length = int(line.split(b":")[1])
             if length:
                 await reader.readexactly(length)
-            if head.startswith(b"GET"):
+            if head.startswith(b"GET /stats"):
+                body, ctype = json.dumps({"served": SERVED[0]}).encode(), b"application/json"
+            elif head.startswith(b"GET"):
                 body, ctype = MODELS.encode(), b"application/json"
             else:
+                SERVED[0] += 1
                 body, ctype = CHUNK.encode(), b"text/event-stream"
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: " + ctype + b"\r\ncontent-length: "
                          + str(len(body)).encode() + b"\r\n\r\n" + body)

@@ -75,7 +75,7 @@ def test_dead_engines_give_503_then_replicas_are_replaced(app):
     r = post(app, ignore_eos=True)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
     # /health is 200 with one replica per model; wait for the second replacement too
-    while len(engine_core_pids(app)) != 2:
+    while len(engine_core_pids(app)) != 3:
         assert time.monotonic() < deadline, app.queue_state()
         time.sleep(2)
     assert not set(engine_core_pids(app)) & set(pids)

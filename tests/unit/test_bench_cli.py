@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 from benchmarks.client_capacity import free_port
@@ -78,7 +79,11 @@ def test_ctrl_c_writes_partial_results(tmp_path, trivial_url):
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "bench", "run", "--workload",
                              str(wl), "--url", trivial_url, "--rate", "1", "--out", str(out),
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4)
+    served0 = httpx.get(f"{trivial_url}/stats").json()["served"]
+    deadline = time.monotonic() + 60  # the replay has begun (a loaded machine starts slowly)
+    while httpx.get(f"{trivial_url}/stats").json()["served"] < served0 + 10:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()[-2000:]
     result = json.loads((out / "results.json").read_text())
