@@ -351,27 +351,21 @@ class Dispatcher:
                  slo_met: bool | None = None) -> bool:
         """Release a dispatched request; False if it was not in flight.  ``outcome`` None
         releases the room without counting an outcome."""
-        replica_id = self._assigned.pop(request_id, None)
-        if replica_id is None:
+        released = self._unassign(request_id)
+        if released is None:
             if outcome is not None and request_id not in self._policy:
                 # its replica was removed, or it was released as lost: the store may still
                 # hold it as dispatched
                 self.journal.append(("finished", request_id, outcome.value))
             return False
-        request = self._in_flight.pop(request_id, None)
-        state = self._replicas.get(replica_id)
-        if state is not None:
-            state.in_flight.pop(request_id, None)
-        else:  # recovered, its replica has not reported yet
-            self._orphans.get(replica_id, {}).pop(request_id, None)
         now = self._clock()
         if outcome is not None:
             self.outcomes[outcome] += 1
             self._completions.append(now)
             if len(self._completions) > 4096:
                 self._completions.popleft()
-        if request is not None and slo_met is not None:
-            self.record_slo(request, slo_met)
+        if slo_met is not None:
+            self.record_slo(released, slo_met)
         self._recent_done.append((now, request_id))
         self._recent_done_ids.add(request_id)
         self.journal.append(("finished", request_id, (outcome or Outcome.FAILED).value))
@@ -380,14 +374,27 @@ class Dispatcher:
     def release_for_retry(self, request_id: str, outcome: Outcome) -> None:
         """A dispatched request comes back to be queued again (its replica failed before
         the first token, or evicted it): free its room; its record stays."""
-        replica_id = self._assigned.pop(request_id, None)
-        self._in_flight.pop(request_id, None)
-        state = self._replicas.get(replica_id) if replica_id else None
-        if state is not None:
-            state.in_flight.pop(request_id, None)
-        if replica_id is not None:
+        if self._unassign(request_id) is not None:
             self.outcomes[outcome] += 1
             self.journal.append(("requeued", request_id))
+
+    def _unassign(self, request_id: str) -> QueuedRequest | None:
+        """Forget a dispatch wherever it holds room — its replica's in-flight set, or the
+        orphans of a replica that has not reported since a restart; None if it was not
+        dispatched.  Every release path goes through here."""
+        replica_id = self._assigned.pop(request_id, None)
+        if replica_id is None:
+            return None
+        request = self._in_flight.pop(request_id)  # kept together with _assigned
+        state = self._replicas.get(replica_id)
+        if state is not None:
+            state.in_flight.pop(request_id, None)
+        else:  # recovered, its replica has not reported yet
+            orphans = self._orphans.get(replica_id, {})
+            orphans.pop(request_id, None)
+            if not orphans:
+                self._orphans.pop(replica_id, None)
+        return request
 
     def record_slo(self, request: QueuedRequest, met: bool) -> None:
         if request.slo is None:
@@ -436,14 +443,10 @@ class Dispatcher:
         for replica_id, orphans in list(self._orphans.items()):
             for request_id, since in list(orphans.items()):
                 if now - since > orphan_limit_s:  # its replica never came back
-                    del orphans[request_id]
                     logger.warning("recovered request %s: replica %s never reported; released",
                                    request_id, replica_id)
-                    self._assigned.pop(request_id, None)
-                    self._in_flight.pop(request_id, None)
+                    self._unassign(request_id)
                     self.journal.append(("finished", request_id, Outcome.FAILED.value))
-            if not orphans:
-                del self._orphans[replica_id]
         return out
 
     # ---- recovery ---------------------------------------------------------------------

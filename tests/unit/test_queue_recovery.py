@@ -184,3 +184,15 @@ def test_an_in_flight_entry_without_assignment_is_released_by_reconciliation():
     clock.advance(6)
     d.report(stats("a", seqs=1))
     assert [a.request_id for a in d.dispatch()] == ["r1"]
+
+
+def test_a_recovered_request_retried_before_its_replica_reports_frees_its_room():
+    """The same room leak as above, on the retry path: every release goes through one
+    place now."""
+    d, clock = make("fifo", lost_grace_s=5)
+    d.restore_dispatched(req(0), "a")
+    d.release_for_retry("r0", Outcome.FAILED)
+    d.report(stats("a", seqs=1))
+    d.admit(req(1))
+    assert [a.request_id for a in d.dispatch()] == ["r1"]
+    assert d._orphans == {}
