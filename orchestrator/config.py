@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from orchestrator.store import StoreConfig
 from predictor_service.config import PredictorAppConfig
 from replicas.config import ReplicaConfig
 
@@ -35,21 +36,15 @@ def default_slo_classes() -> dict[str, SLOClass]:
     }
 
 
-class DurabilityConfig(StrictModel):
-    """Where the queue manager keeps accepted requests (README, "Durability")."""
+class DurabilityConfig(StoreConfig):
+    """Where the queue manager keeps accepted requests (README, "Durability"): the store's
+    settings (``redis_url`` None: in memory only, a restarted queue manager starts empty)
+    plus the durability mode and the re-attach grace."""
 
     mode: Literal["required", "best_effort"] = Field(
         "best_effort", description="required: a request is acknowledged only once Redis has "
         "it (no Redis: 503 for new requests); best_effort: without Redis it is kept in "
         "memory, with a warning and a metric, and written once Redis is back.")
-    redis_url: str | None = Field(
-        None, description="Redis holding the queue (e.g. redis://127.0.0.1:6379/0); none: "
-        "in memory only (a restarted queue manager starts empty).")
-    key_prefix: str = Field("augserve:queue", min_length=1, description="Prefix of every key.")
-    write_timeout_s: float = Field(0.5, gt=0, description="Longest wait for a Redis write.")
-    flush_interval_s: float = Field(0.05, gt=0, description="Period of the state-update writer.")
-    done_ttl_s: float = Field(600.0, gt=0, description="How long a finished request id is "
-                              "remembered (X-Request-Id replays within it get 409).")
     reattach_grace_s: float = Field(
         30.0, gt=0, description="After a restart, how long a recovered queued request waits "
         "for its caller to re-attach before it is dropped as abandoned.")
@@ -60,11 +55,8 @@ class DurabilityConfig(StrictModel):
             raise ValueError("durability mode 'required' needs redis_url")
         return self
 
-    def store_config(self):
-        from orchestrator.store import StoreConfig
-        return StoreConfig(redis_url=self.redis_url, key_prefix=self.key_prefix,
-                           write_timeout_s=self.write_timeout_s,
-                           flush_interval_s=self.flush_interval_s, done_ttl_s=self.done_ttl_s)
+    def store_config(self) -> StoreConfig:
+        return StoreConfig.model_validate(self.model_dump(include=set(StoreConfig.model_fields)))
 
 
 class EvictionConfig(StrictModel):

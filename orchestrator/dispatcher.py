@@ -232,7 +232,6 @@ class Dispatcher:
         if self._known(request.request_id):
             raise DuplicateRequestError(
                 f"request id {request.request_id!r} is already in progress", param="X-Request-Id")
-        request.attached = True
         self._policy.push(request, self._clock())
         self.estimator.queued(request, self._policy.key(request))
         expire_at = request.enqueued_s + self.config.queue_timeout_s
@@ -288,8 +287,8 @@ class Dispatcher:
         target.in_flight[request.request_id] = now
         self._assigned[request.request_id] = target.replica_id
         self._in_flight[request.request_id] = request
-        backlog = any(n for (m, _c), n in self._policy.group_sizes().items() if m == request.model)
-        self.estimator.on_dispatch(target.replica_id, request, now, backlog_after=backlog)
+        self.estimator.on_dispatch(target.replica_id, request, now,
+                                   backlog_after=self._policy.has_queued(request.model))
         self.journal.append(("dispatched", request.request_id, target.replica_id,
                              target.stats.deployment, target.stats.gpu_class))
         return Assignment(request.request_id, target.replica_id, target.stats.deployment,
@@ -408,9 +407,7 @@ class Dispatcher:
         request = self._policy.remove(request_id)
         if request is not None:
             self.estimator.removed(request, self._policy.key(request))
-        elif self._held.pop(request_id, None) is not None:
-            request = True  # type: ignore[assignment]
-        if request is not None:
+        if request is not None or self._held.pop(request_id, None) is not None:
             self.outcomes[Outcome.CANCELLED] += 1
             self.journal.append(("finished", request_id, Outcome.CANCELLED.value))
             return True
@@ -456,7 +453,6 @@ class Dispatcher:
         if self._known(request.request_id):
             return  # its caller re-attached before the store answered
         self._seq = itertools.count(max(next(self._seq), request.seq) + 1)
-        request.attached = False
         self._held[request.request_id] = (request, self._clock() + reattach_grace_s)
         self.counters["recovered"] += 1
 
@@ -539,10 +535,7 @@ class Dispatcher:
 def _pull_order(r: ReplicaState) -> tuple[float, str]:
     """Which replica with room pulls next: the one where a mean request would finish
     first (its measured speed next to what it runs), so a faster class pulls more."""
-    running = min(r.num_holding, r.stats.limits.max_num_seqs)
-    speed = r.speed
-    return (speed.prefill_s(0) + speed.mean_request_tokens / speed.seq_tokens_per_s(running),
-            r.replica_id)
+    return (r.speed.finish_s(0, r.speed.mean_request_tokens, r.num_busy_seqs), r.replica_id)
 
 
 def _policy_kwargs(config: QueueConfig) -> dict[str, Any]:

@@ -4,7 +4,9 @@ so they survive crossing Ray processes (Ray re-raises them as instances of the s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+from orchestrator.outcomes import Outcome
 
 
 class AugserveError(Exception):
@@ -13,6 +15,8 @@ class AugserveError(Exception):
     status_code: int = 500
     error_type: str = "internal_error"
     code: str | None = None
+    #: The admission outcome this error means (metric label); None: by status code.
+    outcome: ClassVar[Outcome | None] = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
                  retry_after_s: float | None = None) -> None:
@@ -29,6 +33,12 @@ class AugserveError(Exception):
     def to_body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.error_type,
                           "param": self.param, "code": self.code}}
+
+    def admission_outcome(self) -> Outcome:
+        """The outcome of a request refused (or failed) with this error."""
+        if self.outcome is not None:
+            return self.outcome
+        return Outcome.REJECTED_INVALID if self.status_code < 500 else Outcome.FAILED
 
     def headers(self) -> dict[str, str]:
         if self.retry_after_s is None:
@@ -79,6 +89,7 @@ class OverloadedError(AugserveError):
     status_code = 429
     error_type = "rate_limit_error"
     code = "queue_full"
+    outcome = Outcome.REJECTED_OVERLOAD
 
 
 class SLOUnattainableError(AugserveError):
@@ -87,6 +98,7 @@ class SLOUnattainableError(AugserveError):
     status_code = 429
     error_type = "rate_limit_error"
     code = "slo_unattainable"
+    outcome = Outcome.REJECTED_SLO
 
 
 class DuplicateRequestError(AugserveError):
@@ -103,6 +115,7 @@ class DeadlineExceededError(AugserveError):
     status_code = 504
     error_type = "timeout_error"
     code = "slo_deadline_exceeded"
+    outcome = Outcome.EXPIRED
 
 
 class DurabilityUnavailableError(AugserveError):
@@ -111,18 +124,21 @@ class DurabilityUnavailableError(AugserveError):
     status_code = 503
     error_type = "service_unavailable"
     code = "durability_unavailable"
+    outcome = Outcome.REJECTED_UNDURABLE
 
 
 class NoHealthyReplicaError(AugserveError):
     status_code = 503
     error_type = "service_unavailable"
     code = "no_healthy_replica"
+    outcome = Outcome.REJECTED_NO_REPLICA
 
 
 class QueueTimeoutError(AugserveError):
     status_code = 503
     error_type = "service_unavailable"
     code = "queue_timeout"
+    outcome = Outcome.EXPIRED
 
 
 class QueueUnavailableError(AugserveError):

@@ -76,6 +76,11 @@ class ReplicaSpeed:
     def prefill_s(self, num_prompt_tokens: int) -> float:
         return (self.a_ms_per_token * num_prompt_tokens + self.c_ms) / 1000.0
 
+    def finish_s(self, num_prompt_tokens: int, num_output_tokens: float, num_running: int) -> float:
+        """Prefill plus decode of one request started next to ``num_running`` others."""
+        return (self.prefill_s(num_prompt_tokens)
+                + num_output_tokens / self.seq_tokens_per_s(num_running))
+
     def slot_free_s(self) -> float:
         """Time until a full replica frees a slot: half a mean request at its speed."""
         return 0.5 * self.mean_request_tokens / self.tokens_per_s
@@ -292,8 +297,9 @@ class WaitEstimator:
     def service_s(self, request: QueuedRequest, replica: ReplicaView) -> tuple[float, float]:
         """(time to first token, time to the last) once ``replica`` starts it."""
         ttft = replica.speed.prefill_s(request.num_prompt_tokens)
-        decode = request.predicted_tokens / replica.speed.seq_tokens_per_s(replica.num_running)
-        return ttft, ttft + decode + request.api_time_s
+        end = replica.speed.finish_s(request.num_prompt_tokens, request.predicted_tokens,
+                                     replica.num_running)
+        return ttft, end + request.api_time_s
 
     def queued(self, request: QueuedRequest, key: tuple) -> None:
         curve = self._curves.setdefault(request.model, _Curve())

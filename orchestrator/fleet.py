@@ -39,6 +39,11 @@ class ReplicaState:
         return max(0, len(self.in_flight) + self.num_unknown_active - self.stats.num_paused)
 
     @property
+    def num_busy_seqs(self) -> int:
+        """Engine sequences its held requests occupy (at most ``max_num_seqs``)."""
+        return min(self.num_holding, self.stats.limits.max_num_seqs)
+
+    @property
     def load_fraction(self) -> float:
         return self.num_holding / max(1, self.stats.limits.max_in_flight)
 
@@ -51,7 +56,7 @@ class ReplicaState:
 
     def view(self) -> ReplicaView:
         return ReplicaView(self.replica_id, self.model, self.speed, self.has_room(),
-                           min(self.num_holding, self.stats.limits.max_num_seqs))
+                           self.num_busy_seqs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,11 +19,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
 from orchestrator.config import AppConfig
-from orchestrator.errors import (AugserveError, DeadlineExceededError,
-                                 DurabilityUnavailableError, InternalError, InvalidRequestError,
-                                 ModelNotFoundError, NoHealthyReplicaError, NotFoundError,
-                                 OverloadedError, PayloadTooLargeError, QueueTimeoutError,
-                                 QueueUnavailableError, SLOUnattainableError)
+from orchestrator.errors import (AugserveError, InternalError, InvalidRequestError,
+                                 ModelNotFoundError, NotFoundError, PayloadTooLargeError,
+                                 QueueUnavailableError)
 from orchestrator.metrics import IngressMetrics
 from orchestrator.models import ServedModel
 from orchestrator.openai_format import DONE, ResponseShape, finish_reason_of, sse, usage
@@ -63,24 +61,6 @@ async def _bad_method(request: Request, _: Exception) -> JSONResponse:
                               code="method_not_allowed")
     err.status_code = 405
     return error_response(err)
-
-
-def _rejection_outcome(exc: AugserveError) -> Outcome:
-    if isinstance(exc, OverloadedError):
-        return Outcome.REJECTED_OVERLOAD
-    if isinstance(exc, SLOUnattainableError):
-        return Outcome.REJECTED_SLO
-    if isinstance(exc, DurabilityUnavailableError):
-        return Outcome.REJECTED_UNDURABLE
-    if isinstance(exc, DeadlineExceededError):
-        return Outcome.EXPIRED
-    if isinstance(exc, NoHealthyReplicaError):
-        return Outcome.REJECTED_NO_REPLICA
-    if isinstance(exc, QueueTimeoutError):
-        return Outcome.EXPIRED
-    if exc.status_code < 500:
-        return Outcome.REJECTED_INVALID
-    return Outcome.FAILED
 
 
 def _chunk_extension(run: RequestRun, delta: TokenDelta) -> dict[str, Any]:
@@ -201,7 +181,7 @@ class Ingress:
             assignment = await run.admit()
         except AugserveError as exc:
             self.metrics.requests.inc(tags={"endpoint": endpoint, "model": model_name,
-                                            "outcome": _rejection_outcome(exc).value})
+                                            "outcome": exc.admission_outcome().value})
             return error_response(exc)
         except Exception:  # noqa: BLE001 - the loop edge: never a bare 500 page
             logger.exception("unexpected error before streaming")

@@ -41,12 +41,9 @@ class EstimatedCompletionPlacement(PlacementPolicy):
 
     def choose(self, request: QueuedRequest, candidates: Sequence[ReplicaState],
                now_s: float) -> ReplicaState:
-        def finish_s(r: ReplicaState) -> float:
-            speed = r.speed
-            running = min(r.num_holding, r.stats.limits.max_num_seqs)
-            return (speed.prefill_s(request.num_prompt_tokens)
-                    + max(request.predicted_tokens, 1.0) / speed.seq_tokens_per_s(running))
-        return min(candidates, key=lambda r: (finish_s(r), r.replica_id))
+        tokens = max(request.predicted_tokens, 1.0)
+        return min(candidates, key=lambda r: (
+            r.speed.finish_s(request.num_prompt_tokens, tokens, r.num_busy_seqs), r.replica_id))
 
 
 PLACEMENT_POLICIES: dict[str, type[PlacementPolicy]] = {

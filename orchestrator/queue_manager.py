@@ -123,10 +123,10 @@ class QueueService:
                 rid, Outcome.EVICTED if request.extra.get("evicted") else Outcome.FAILED)
         try:
             self.core.assess(request)  # raises a typed rejection
-        except AugserveError as exc:
+        except AugserveError:
             if retry:  # its record (requeued) would otherwise stay behind
                 self.store.finished(rid, Outcome.FAILED.value)
-            raise exc
+            raise
         try:
             durable = await self.store.put(request, required=self.required)
         except asyncio.CancelledError:

@@ -63,8 +63,6 @@ class QueuedRequest:
     best_effort: bool = False
     #: Set by a QLM pass: the estimate says it misses its deadline even if served next.
     late: bool = False
-    #: False for a request recovered after a restart until its caller re-attaches.
-    attached: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __lt__(self, other: QueuedRequest) -> bool:
@@ -134,6 +132,9 @@ class QueuePolicy(ABC):
     def live(self) -> Iterator[QueuedRequest]:
         """Every queued request, in no particular order."""
         return iter(list(self._live.values()))
+
+    def has_queued(self, model: str) -> bool:
+        return any(n for (m, _c), n in self._counts.items() if m == model)
 
     def group_sizes(self) -> dict[tuple[str, str], int]:
         return {g: n for g, n in self._counts.items() if n}

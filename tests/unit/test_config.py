@@ -56,3 +56,10 @@ def test_every_field_is_described():
                   EvictionConfig, StoreConfig):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
+
+
+def test_durability_is_the_store_config_plus_mode():
+    d = DurabilityConfig(mode="required", redis_url="redis://h:1/0", write_timeout_s=0.2)
+    assert d.store_config() == StoreConfig(redis_url="redis://h:1/0", write_timeout_s=0.2)
+    with pytest.raises(ValidationError):
+        DurabilityConfig(redis_url="http://h:1")  # the store's scheme check applies

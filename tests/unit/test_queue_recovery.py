@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from orchestrator.config import DurabilityConfig, QueueConfig
+from orchestrator.errors import NoHealthyReplicaError
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_manager import QueueService
 from orchestrator.store import MemoryStore, make_store
@@ -142,10 +145,9 @@ async def test_a_refused_retry_leaves_no_record():
     svc.report(replica_stats("a", max_num_seqs=1, max_waiting=0))
     await svc.enqueue(req(0))
     svc.report(replica_stats("a", max_num_seqs=1, max_waiting=0, alive=False))
-    try:
+    with pytest.raises(NoHealthyReplicaError) as err:
         await svc.enqueue(req(0), retry=True)
-    except Exception as exc:  # noqa: BLE001
-        assert getattr(exc, "status_code", None) == 503
+    assert err.value.status_code == 503
     svc.complete("r0", Outcome.FAILED)
     assert await store.load() == [] and await store.done_outcome("r0") == "failed"
 
