@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -51,12 +52,14 @@ class DurabilityConfig(StoreConfig):
 
     @model_validator(mode="after")
     def _redis_when_required(self) -> DurabilityConfig:
-        if self.mode == "required" and not self.redis_url:
-            raise ValueError("durability mode 'required' needs redis_url")
+        if self.mode == "required" and not (self.redis_url or self.redis_url_env):
+            raise ValueError("durability mode 'required' needs redis_url or redis_url_env")
         return self
 
-    def store_config(self) -> StoreConfig:
-        return StoreConfig.model_validate(self.model_dump(include=set(StoreConfig.model_fields)))
+    def store_config(self, environ: Mapping[str, str] | None = None) -> StoreConfig:
+        """The store's settings, ``redis_url`` read from ``redis_url_env`` if that is set."""
+        fields = self.model_dump(include=set(StoreConfig.model_fields))
+        return StoreConfig.model_validate(fields).resolved(environ)
 
 
 class EvictionConfig(StrictModel):

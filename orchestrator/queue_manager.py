@@ -266,8 +266,9 @@ class QueueManager:
     async def __init__(self, config: dict[str, Any]) -> None:
         queue = QueueConfig.model_validate(config["queue"])
         classes = {k: SLOClass.model_validate(v) for k, v in config["slo_classes"].items()}
-        store = make_store(queue.durability.store_config())
-        if queue.durability.redis_url is None:
+        store_config = queue.durability.store_config()  # reads redis_url_env here
+        store = make_store(store_config)
+        if store_config.redis_url is None:
             logger.warning("queue durability: no redis_url; accepted requests are kept in "
                            "memory only and are lost if the queue manager restarts")
         self._service = QueueService(queue, metrics=QueueMetrics(), slo_classes=classes,

@@ -24,12 +24,14 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import ClassVar
-from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from predictor_service.redis_url import (ENV_NAME_PATTERN, check_redis_url, exclusive,
+                                         resolve_redis_url)
 
 from orchestrator.queue_policy import QueuedRequest
 
@@ -46,6 +48,11 @@ class StoreConfig(BaseModel):
     redis_url: str | None = Field(
         None, description="Redis URL (redis://, rediss:// or unix://) of the durable store; "
         "None keeps records in memory only (lost when the queue manager restarts).")
+    redis_url_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN, description="Name of an environment variable that "
+        "holds the Redis URL, read when the queue manager starts: for a URL with a password "
+        "from a secret (the Helm chart sets AUGSERVE_REDIS_URL). Unset there: the queue "
+        "manager does not start. Exclusive with redis_url.")
     key_prefix: str = Field(
         "augserve:queue", min_length=1, description="Prefix of every Redis key the store "
         "writes; use a hash tag such as '{augserve:queue}' on Redis Cluster.")
@@ -62,9 +69,20 @@ class StoreConfig(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _known_scheme(cls, url: str | None) -> str | None:
-        if url is not None and urlparse(url).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"redis_url must start with redis://, rediss:// or unix://: {url!r}")
-        return url
+        return None if url is None else check_redis_url(url)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StoreConfig:
+        exclusive(self.redis_url, self.redis_url_env)
+        return self
+
+    def resolved(self, environ: Mapping[str, str] | None = None) -> StoreConfig:
+        """This config with ``redis_url`` read from ``redis_url_env`` when that is set
+        (:class:`RedisUrlError` when the variable is unset)."""
+        if self.redis_url_env is None:
+            return self
+        url = resolve_redis_url(None, self.redis_url_env, environ)
+        return self.model_copy(update={"redis_url": url, "redis_url_env": None})
 
 
 class StoreUnavailableError(Exception):

@@ -49,13 +49,14 @@ import pickle
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlparse
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from predictor_service.redis_url import redacted
 
 from orchestrator.queue_policy import QueuedRequest
 from orchestrator.store import (RECORD_STATES, QueueStore, RateLimitedLog,
@@ -102,14 +103,6 @@ if redis.call('HGET', KEYS[1], 'token') == ARGV[2] then
 end
 return 1
 """
-
-
-def _redacted(url: str | None) -> str:
-    """The URL without its password, for logs."""
-    parsed = urlparse(url or "")
-    if parsed.password is None:
-        return url or ""
-    return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")).geturl()
 
 
 class RedisStore(QueueStore):
@@ -192,7 +185,7 @@ class RedisStore(QueueStore):
 
     def _mark_up(self) -> None:
         if not self._connected:
-            logger.info("queue store: redis reachable at %s", _redacted(self.config.redis_url))
+            logger.info("queue store: redis reachable at %s", redacted(self.config.redis_url))
         self._connected = True
 
     def _mark_down(self, what: str, exc: BaseException) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from predictor_service.redis_url import (ENV_NAME_PATTERN, check_redis_url, exclusive,
+                                         resolve_redis_url)
 
 
 class StrictModel(BaseModel):
@@ -20,6 +25,10 @@ class PredictorConfig(StrictModel):
     redis_url: str | None = Field(
         None, description="Redis for history, fitted state and duration statistics; "
         "None keeps state in memory only.")
+    redis_url_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN, description="Name of an environment variable that "
+        "holds the Redis URL, read when the predictor starts (for a URL with a password "
+        "from a secret; the Helm chart sets AUGSERVE_REDIS_URL). Exclusive with redis_url.")
     key_prefix: str = Field("augserve:predictor", min_length=1,
                             description="Prefix of every Redis key the predictor writes.")
     redis_retry_s: float = Field(5.0, gt=0, description="Period of reconnection attempts.")
@@ -67,6 +76,24 @@ class PredictorConfig(StrictModel):
                                        "their own duration statistics.")
     grace_s: float = Field(5.0, ge=0, description="Graceful shutdown: time for calls in "
                            "flight to finish.")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        return None if url is None else check_redis_url(url)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PredictorConfig:
+        exclusive(self.redis_url, self.redis_url_env)
+        return self
+
+    def resolved(self, environ: Mapping[str, str] | None = None) -> PredictorConfig:
+        """This config with ``redis_url`` read from ``redis_url_env`` when that is set
+        (:class:`RedisUrlError` when the variable is unset)."""
+        if self.redis_url_env is None:
+            return self
+        url = resolve_redis_url(None, self.redis_url_env, environ)
+        return self.model_copy(update={"redis_url": url, "redis_url_env": None})
 
     @field_validator("length_model")
     @classmethod

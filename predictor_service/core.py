@@ -22,6 +22,7 @@ from predictor_service.features import prompt_text
 from predictor_service.learner import Learner, Sample, is_ready, make_batch, parse_history
 from predictor_service.length_models import resolve_length_model
 from predictor_service.metrics import PredictorMetrics
+from predictor_service.redis_url import redacted
 from predictor_service.store import MemoryStore, RedisStore, Snapshot, pack_state
 from predictor_service.types import (ApiDurationPrediction, LengthQuery, Observation,
                                      Prediction)
@@ -53,7 +54,7 @@ class _Pending:
 class PredictorCore:
     def __init__(self, config: PredictorConfig, clock: Callable[[], float] = time.monotonic,
                  embedder_factory: Callable[[], object] | None = None) -> None:
-        self.config = config
+        self.config = config = config.resolved()  # redis_url read from redis_url_env here
         self.clock = clock
         self.model_cls = resolve_length_model(config.length_model)
         # Built once: an unusable classifier checkpoint fails the start, not every Observe.
@@ -339,7 +340,7 @@ class PredictorCore:
                 self.metrics.redis_connected(False)
                 return
             self._restored = True
-        logger.info("predictor: state in redis at %s (prefix %s)", self.config.redis_url,
+        logger.info("predictor: state in redis at %s (prefix %s)", redacted(self.config.redis_url),
                     self.config.key_prefix)
         self.metrics.redis_connected(True)
 

@@ -103,7 +103,9 @@ class ReplicaConfig(StrictModel):
     model_name: str = Field(DEFAULT_MODEL_NAME, min_length=1,
                             description="Name clients use in the `model` field.")
     model_path: str | None = Field(
-        None, description="Local Hugging Face model directory; default: the built tiny model.")
+        None, description="Local Hugging Face model directory or a Hugging Face Hub id "
+        "(e.g. Qwen/Qwen2.5-7B-Instruct; fetched on first use, HF_TOKEN for gated ones); "
+        "default: the built tiny model.")
     gpu_class: str = Field(..., min_length=1,
                            description="Label of the accelerator class (e.g. A100, small).")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
