@@ -336,7 +336,8 @@ class LLMReplica:
 
     async def _report(self) -> None:
         stats = self._core.stats(self._engine_alive)
-        self._metrics.publish(stats.extra, self._core.deployment, self._core.policy.name)
+        self._metrics.publish({**stats.extra, "kv_usage": stats.kv_usage},
+                              self._core.deployment, stats.replica_id, self._core.policy.name)
         evict = await self._queue_manager.report.remote(stats)
         if evict:
             self._core.evict(list(evict))

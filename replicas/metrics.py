@@ -16,6 +16,8 @@ COUNTERS = {
                                   "Waiting requests moved to the front by the starvation rule."),
 }
 GAUGES = {
+    "kv_usage": ("augserve_replica_kv_usage",
+                 "Fraction (0-1) of the engine's KV cache blocks in use."),
     "num_preserved_paused": ("augserve_replica_paused_sessions",
                              "Preserved sessions holding KV while their API runs."),
     "score_ms_per_step_p50": ("augserve_replica_score_ms_per_step",
@@ -26,7 +28,7 @@ STRATEGIES = ("preserve", "discard", "swap")
 
 class ReplicaMetrics:
     def __init__(self) -> None:
-        tags = ("deployment", "policy")
+        tags = ("deployment", "replica", "policy")
         self._counters = {k: metrics.Counter(n, description=d, tag_keys=tags)
                           for k, (n, d) in COUNTERS.items()}
         self._gauges = {k: metrics.Gauge(n, description=d, tag_keys=tags)
@@ -41,8 +43,9 @@ class ReplicaMetrics:
         self._last[key] = value
         return max(delta, 0.0)
 
-    def publish(self, stats: dict[str, float], deployment: str, policy: str) -> None:
-        tags = {"deployment": deployment, "policy": policy}
+    def publish(self, stats: dict[str, float], deployment: str, replica: str,
+                policy: str) -> None:
+        tags = {"deployment": deployment, "replica": replica, "policy": policy}
         for key, counter in self._counters.items():
             delta = self._advance(key, stats.get(key, 0.0))
             if delta:
