@@ -24,14 +24,13 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field
 
-from predictor_service.redis_url import (ENV_NAME_PATTERN, check_redis_url, exclusive,
-                                         resolve_redis_url)
+from predictor_service.redis_url import ENV_NAME_PATTERN, RedisUrlSource
 
 from orchestrator.queue_policy import QueuedRequest
 
@@ -40,7 +39,7 @@ logger = logging.getLogger(__name__)
 RECORD_STATES: tuple[str, ...] = ("queued", "dispatched")
 
 
-class StoreConfig(BaseModel):
+class StoreConfig(RedisUrlSource):
     """Where the global queue records accepted requests."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,24 +64,6 @@ class StoreConfig(BaseModel):
     done_ttl_s: float = Field(
         600.0, gt=0, description="How long a finished request's outcome is remembered, "
         "so that a retry with the same request id gets the same outcome.")
-
-    @field_validator("redis_url")
-    @classmethod
-    def _known_scheme(cls, url: str | None) -> str | None:
-        return None if url is None else check_redis_url(url)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> StoreConfig:
-        exclusive(self.redis_url, self.redis_url_env)
-        return self
-
-    def resolved(self, environ: Mapping[str, str] | None = None) -> StoreConfig:
-        """This config with ``redis_url`` read from ``redis_url_env`` when that is set
-        (:class:`RedisUrlError` when the variable is unset)."""
-        if self.redis_url_env is None:
-            return self
-        url = resolve_redis_url(None, self.redis_url_env, environ)
-        return self.model_copy(update={"redis_url": url, "redis_url_env": None})
 
 
 class StoreUnavailableError(Exception):

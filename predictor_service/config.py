@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from predictor_service.redis_url import (ENV_NAME_PATTERN, check_redis_url, exclusive,
-                                         resolve_redis_url)
+from predictor_service.redis_url import ENV_NAME_PATTERN, RedisUrlSource
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PredictorConfig(StrictModel):
+class PredictorConfig(StrictModel, RedisUrlSource):
     """The predictor server (standalone or hosted in the Serve application)."""
 
     length_model: str = Field(
@@ -76,24 +73,6 @@ class PredictorConfig(StrictModel):
                                        "their own duration statistics.")
     grace_s: float = Field(5.0, ge=0, description="Graceful shutdown: time for calls in "
                            "flight to finish.")
-
-    @field_validator("redis_url")
-    @classmethod
-    def _known_scheme(cls, url: str | None) -> str | None:
-        return None if url is None else check_redis_url(url)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> PredictorConfig:
-        exclusive(self.redis_url, self.redis_url_env)
-        return self
-
-    def resolved(self, environ: Mapping[str, str] | None = None) -> PredictorConfig:
-        """This config with ``redis_url`` read from ``redis_url_env`` when that is set
-        (:class:`RedisUrlError` when the variable is unset)."""
-        if self.redis_url_env is None:
-            return self
-        url = resolve_redis_url(None, self.redis_url_env, environ)
-        return self.model_copy(update={"redis_url": url, "redis_url_env": None})
 
     @field_validator("length_model")
     @classmethod

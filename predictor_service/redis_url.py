@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Self
 from urllib.parse import urlparse
+
+from pydantic import BaseModel, field_validator, model_validator
 
 SCHEMES = ("redis", "rediss", "unix")
 #: What ``redis_url_env`` may name (a POSIX environment variable name).
@@ -51,3 +54,29 @@ def redacted(url: str | None) -> str:
     if parsed.password is None:
         return url or ""
     return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")).geturl()
+
+
+class RedisUrlSource(BaseModel):
+    """Checks and resolution shared by configs that name a Redis by ``redis_url`` or by
+    ``redis_url_env`` (each config declares the two fields with its own description)."""
+
+    redis_url: str | None
+    redis_url_env: str | None
+
+    @field_validator("redis_url", check_fields=False)
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        return None if url is None else check_redis_url(url)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        exclusive(self.redis_url, self.redis_url_env)
+        return self
+
+    def resolved(self, environ: Mapping[str, str] | None = None) -> Self:
+        """This config with ``redis_url`` read from ``redis_url_env`` when that is set
+        (:class:`RedisUrlError` when the variable is unset)."""
+        if self.redis_url_env is None:
+            return self
+        url = resolve_redis_url(None, self.redis_url_env, environ)
+        return self.model_copy(update={"redis_url": url, "redis_url_env": None})
