@@ -6,11 +6,12 @@ for logs."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Self
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse, urlunparse
 
-from pydantic import BaseModel, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 SCHEMES = ("redis", "rediss", "unix")
 #: What ``redis_url_env`` may name (a POSIX environment variable name).
@@ -28,6 +29,15 @@ def check_redis_url(url: str, source: str = "redis_url") -> str:
     return url
 
 
+def _from_env(name: str, what: str, environ: Mapping[str, str] | None) -> str:
+    environ = os.environ if environ is None else environ
+    value = environ.get(name, "").strip("\r\n")  # a secret made from a file may end in \n
+    if not value.strip():
+        raise RedisUrlError(f"{what} names {name}, which is not set in this process's "
+                            f"environment (pid {os.getpid()})")
+    return value
+
+
 def resolve_redis_url(url: str | None, env_name: str | None,
                       environ: Mapping[str, str] | None = None) -> str | None:
     """``url``, or the value of the environment variable ``env_name`` when that is set.
@@ -35,12 +45,23 @@ def resolve_redis_url(url: str | None, env_name: str | None,
     memory: a deployment that asked for Redis must not run without it unnoticed."""
     if env_name is None:
         return url
-    environ = os.environ if environ is None else environ
-    value = environ.get(env_name, "").strip()
-    if not value:
-        raise RedisUrlError(f"redis_url_env names {env_name}, which is not set in this "
-                            f"process's environment (pid {os.getpid()})")
-    return check_redis_url(value, source=f"${env_name}")
+    return check_redis_url(_from_env(env_name, "redis_url_env", environ).strip(),
+                           source=f"${env_name}")
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` (any characters: it is percent-encoded, and redis-py
+    decodes it) as its password; a URL that already has one is refused."""
+    parsed = urlparse(url)
+    if parsed.password is not None or "password=" in parsed.query:
+        raise RedisUrlError(f"{redacted(url)!r} already has a password; with "
+                            "redis_password_env the URL must carry none")
+    secret = quote(password, safe="")
+    if parsed.scheme == "unix":  # redis-py reads a socket URL's password from the query
+        return f"{url}{'&' if parsed.query else '?'}password={secret}"
+    user = quote(parsed.username or "", safe="")
+    host = parsed.netloc.rsplit("@", 1)[-1]
+    return urlunparse(parsed._replace(netloc=f"{user}:{secret}@{host}"))
 
 
 def exclusive(url: str | None, env_name: str | None) -> None:
@@ -51,17 +72,26 @@ def exclusive(url: str | None, env_name: str | None) -> None:
 def redacted(url: str | None) -> str:
     """The URL without its password, for logs and errors."""
     parsed = urlparse(url or "")
-    if parsed.password is None:
-        return url or ""
-    return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")).geturl()
+    if parsed.password is None:  # (a socket URL keeps it in the query)
+        return re.sub(r"([?&])password=[^&]*", r"\1password=***", url or "")
+    query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parsed.query)
+    user = parsed.netloc.rsplit("@", 1)[0].split(":", 1)[0]
+    host = parsed.netloc.rsplit("@", 1)[-1]
+    return urlunparse(parsed._replace(netloc=f"{user}:***@{host}", query=query))
 
 
 class RedisUrlSource(BaseModel):
     """Checks and resolution shared by configs that name a Redis by ``redis_url`` or by
-    ``redis_url_env`` (each config declares the two fields with its own description)."""
+    ``redis_url_env`` (each config declares those two with its own description), with the
+    password optionally in a variable of its own."""
 
     redis_url: str | None
     redis_url_env: str | None
+    redis_password_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN, description="Name of an environment variable that "
+        "holds the Redis password, added to the URL (which then carries none) "
+        "percent-encoded, so any characters work (the Helm chart sets "
+        "AUGSERVE_REDIS_PASSWORD from its secret).")
 
     @field_validator("redis_url", check_fields=False)
     @classmethod
@@ -71,12 +101,19 @@ class RedisUrlSource(BaseModel):
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         exclusive(self.redis_url, self.redis_url_env)
+        if self.redis_password_env and not (self.redis_url or self.redis_url_env):
+            raise ValueError("redis_password_env needs redis_url or redis_url_env")
         return self
 
     def resolved(self, environ: Mapping[str, str] | None = None) -> Self:
-        """This config with ``redis_url`` read from ``redis_url_env`` when that is set
-        (:class:`RedisUrlError` when the variable is unset)."""
-        if self.redis_url_env is None:
+        """This config with ``redis_url`` read from ``redis_url_env`` and the password
+        from ``redis_password_env`` when those are set (:class:`RedisUrlError` when a
+        variable is unset)."""
+        if self.redis_url_env is None and self.redis_password_env is None:
             return self
-        url = resolve_redis_url(None, self.redis_url_env, environ)
-        return self.model_copy(update={"redis_url": url, "redis_url_env": None})
+        url = resolve_redis_url(self.redis_url, self.redis_url_env, environ)
+        if self.redis_password_env:
+            url = with_password(url, _from_env(self.redis_password_env, "redis_password_env",
+                                               environ))
+        return self.model_copy(update={"redis_url": url, "redis_url_env": None,
+                                       "redis_password_env": None})

@@ -24,8 +24,8 @@ from replicas.config import EngineConfig, RoomConfig, SchedulingConfig  # noqa: 
 
 SCHEMA_PATH = REPO / "k8s" / "charts" / "augserve" / "values.schema.json"
 #: Keys the chart sets itself from `redis` (a URL with a password must come from a secret).
-CHART_MANAGED = {"DurabilityConfig": ("redis_url", "redis_url_env"),
-                 "PredictorConfig": ("redis_url", "redis_url_env")}
+CHART_MANAGED = {"DurabilityConfig": ("redis_url", "redis_url_env", "redis_password_env"),
+                 "PredictorConfig": ("redis_url", "redis_url_env", "redis_password_env")}
 APP_MODELS = (EngineConfig, RoomConfig, SchedulingConfig, QueueConfig, SLOClass,
               PredictorAppConfig, IngressConfig)
 
@@ -85,6 +85,7 @@ def chart_keys() -> dict:
         "redis": obj({
             "mode": {"enum": ["internal", "external", "none"]},
             "internal": obj({"image": {"type": "string", "minLength": 1}, "existingSecret": STR,
+                             "maxMemory": {"type": "string", "minLength": 1},
                              "persistence": obj({"enabled": {"type": "boolean"},
                                                  "size": STR, "storageClassName": STR}),
                              **pod}),
@@ -93,8 +94,8 @@ def chart_keys() -> dict:
         "gcsFaultTolerance": obj({"enabled": {"type": "boolean"},
                                   "externalStorageNamespace": STR}),
         "service": obj({"type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
-                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                         "annotations": OPEN}),
+        "upgradeStrategy": {"enum": ["NewCluster", "None"]},
         "metrics": obj({"serviceMonitor": obj({"enabled": {"type": "boolean"},
                                                "interval": STR, "labels": OPEN})}),
     }

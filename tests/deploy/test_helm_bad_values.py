@@ -20,6 +20,8 @@ BY_TEMPLATE = {
                       'gpuClasses[0] (l4) serves model "llama-3-8b", which is not in models '
                       "(qwen2.5-7b-instruct)"),
     "no-models": ({"models": []}, "models is empty: list at least one model"),
+    "no-class-serving": ({"gpuClasses": [{**CLASS, "replicas": 0}]},
+                         "every GPU class has replicas: 0"),
     "class-twice": ({"gpuClasses": [CLASS, CLASS]}, 'gpuClasses: "l4" is listed twice'),
     "external-without-address": ({"redis": {"mode": "external"}},
                                  "redis.mode is external but redis.external.address"),
@@ -67,6 +69,6 @@ def test_the_schema_refuses_bad_values_and_names_the_value(tmp_path, case):
 
 
 def test_good_values_of_the_same_shape_render(tmp_path):
-    done = _template(tmp_path, {"gpuClasses": [{**CLASS, "replicas": 0,
-                                                "engine": {"max_num_seqs": 8}}]})
+    done = _template(tmp_path, {"gpuClasses": [{**CLASS, "engine": {"max_num_seqs": 8}},
+                                               {**CLASS, "name": "spare", "replicas": 0}]})
     assert done.returncode == 0, done.stderr

@@ -114,15 +114,18 @@ def test_gcs_fault_tolerance_and_the_app_share_the_charts_redis_by_default():
     (secret,) = of_kind(objects, "Secret")
     assert ft["redisAddress"] == "augserve-redis:6379"
     assert ft["redisPassword"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    # KubeRay's default (each RayCluster's UID) keeps an upgrade's two clusters apart.
+    assert "externalStorageNamespace" not in ft
     assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "$(REDIS_PASSWORD)" in args and args[args.index("--maxmemory-policy") + 1] == "noeviction"
     (app,) = serve_config(rs)["applications"]
-    assert app["args"]["queue"]["durability"] == {"mode": "required",
-                                                  "redis_url_env": "AUGSERVE_REDIS_URL"}
-    assert app["args"]["predictor"]["server"]["redis_url_env"] == "AUGSERVE_REDIS_URL"
+    source = {"redis_url_env": "AUGSERVE_REDIS_URL", "redis_password_env": "AUGSERVE_REDIS_PASSWORD"}
+    assert app["args"]["queue"]["durability"] == {"mode": "required", **source}
+    assert source.items() <= app["args"]["predictor"]["server"].items()
     for container in _containers(rs):
         env = {e["name"]: e for e in container["env"]}
-        assert env["AUGSERVE_REDIS_URL"]["value"] == \
-            "redis://:$(AUGSERVE_REDIS_PASSWORD)@augserve-redis:6379/0"
+        assert env["AUGSERVE_REDIS_URL"]["value"] == "redis://augserve-redis:6379/0"
         assert env["AUGSERVE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
         for name, value in SERVE_ENV_DEFAULTS.items():
             assert env[name]["value"] == value
@@ -142,10 +145,12 @@ def test_an_existing_redis_by_address_and_secret(tmp_path):
     assert not of_kind(objects, "StatefulSet") and not of_kind(objects, "Secret")
     rs = ray_service(objects)
     ft = rs["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
-    assert ft["redisAddress"] == "redis.example.internal:6380"
+    assert ft["redisAddress"] == "rediss://redis.example.internal:6380"  # Ray: TLS by scheme
     assert ft["redisPassword"]["valueFrom"]["secretKeyRef"] == {"name": "my-redis", "key": "auth"}
     env = {e["name"]: e for e in _containers(rs)[0]["env"]}
-    assert env["AUGSERVE_REDIS_URL"]["value"].startswith("rediss://:$(AUGSERVE_REDIS_PASSWORD)@")
+    assert env["AUGSERVE_REDIS_URL"]["value"] == "rediss://redis.example.internal:6380/0"
+    assert env["AUGSERVE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "my-redis",
+                                                                         "key": "auth"}
 
 
 def test_without_redis_the_queue_is_in_memory_and_there_is_no_fault_tolerance(tmp_path):
@@ -171,6 +176,8 @@ def test_the_http_endpoint_and_the_optional_service_monitor():
     assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics[0]["metadata"]["labels"].items()
     pod_labels = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["metadata"]["labels"]
     assert metrics[0]["spec"]["selector"].items() <= pod_labels.items()
+    # KubeRay's stable head service selects app.kubernetes.io/name=kuberay: not overridden.
+    assert "app.kubernetes.io/name" not in pod_labels
     assert not of_kind(render(), "ServiceMonitor")  # off by default
 
 
@@ -178,7 +185,36 @@ def test_the_three_class_values_deploy_what_the_ray_cluster_path_deploys():
     """k8s/values/three-gpu-classes.yaml and deploy/serve/cluster.yaml: one application."""
     chart = serve_config(ray_service(render(THREE_CLASSES)))
     ray_up = yaml.safe_load((REPO_ROOT / "deploy" / "serve" / "cluster.yaml").read_text())
+    # The one difference: the chart's Redis has a password (the ray up example's has none).
+    args = chart["applications"][0]["args"]
+    for section in (args["queue"]["durability"], args["predictor"]["server"]):
+        assert section.pop("redis_password_env") == "AUGSERVE_REDIS_PASSWORD"
     assert chart == ray_up
+
+
+def test_a_class_with_no_replicas_keeps_an_empty_worker_group_and_no_deployment(tmp_path):
+    classes = [{"name": "l4", "acceleratorType": "L4", "model": "qwen2.5-7b-instruct",
+                "replicas": 1},
+               {"name": "h100", "acceleratorType": "H100", "model": "qwen2.5-7b-instruct",
+                "replicas": 0}]
+    rs = ray_service(render(write_values(tmp_path, {"gpuClasses": classes})))
+    groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    assert groups["gpu-h100"]["replicas"] == groups["gpu-h100"]["maxReplicas"] == 0
+    config = serve_config(rs)
+    ServeDeploySchema.model_validate(config)  # Serve refuses num_replicas: 0
+    (app,) = config["applications"]
+    assert [r["name"] for r in app["args"]["replicas"]] == ["replica-l4"]
+    assert "replica-h100" not in {d["name"] for d in app["deployments"]}
+
+
+def test_upgrade_strategy_and_a_chosen_storage_namespace(tmp_path):
+    values = write_values(tmp_path, {"upgradeStrategy": "None",
+                                     "gcsFaultTolerance": {"externalStorageNamespace": "prod"}})
+    rs = ray_service(render(values))
+    assert rs["spec"]["upgradeStrategy"] == {"type": "None"}
+    assert rs["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"][
+        "externalStorageNamespace"] == "prod"
+    assert ray_service(render())["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
 
 
 def test_notes_tell_how_to_send_a_request():

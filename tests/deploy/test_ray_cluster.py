@@ -64,6 +64,8 @@ def test_a_cpu_head_three_gpu_classes_and_a_system_node():
     accelerators = {k.split(":", 1)[1] for t in gpu_types.values() for k in t["resources"]
                     if k.startswith("accelerator_type:")}
     assert len(gpu_types) == 3 and len(accelerators) == 3
+    for t in gpu_types.values():  # Ray adds no --gpus to `docker run` by itself
+        assert "--gpus all" in t["docker"]["worker_run_options"]
     for name, t in types.items():
         if name != config["head_node_type"]:
             assert 0 <= t["min_workers"] <= t["max_workers"], name

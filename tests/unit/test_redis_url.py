@@ -59,3 +59,34 @@ def test_the_predictor_reads_the_variable_at_start(monkeypatch):
     monkeypatch.setenv("AUGSERVE_TEST_REDIS", URL)
     core = PredictorCore(config)
     assert core.config.redis_url == URL and core.store.kind == "redis"
+
+
+def test_a_password_from_its_own_variable_may_hold_any_character():
+    import redis
+    password = "p@ss:w#rd/%?\n"  # a secret made from a file ends in a newline
+    store = StoreConfig(redis_url_env="AUGSERVE_REDIS_URL",
+                        redis_password_env="AUGSERVE_REDIS_PASSWORD").resolved(
+        {"AUGSERVE_REDIS_URL": "redis://redis.svc:6379/0", "AUGSERVE_REDIS_PASSWORD": password})
+    assert store.redis_password_env is None and "p@ss" not in store.redis_url
+    kwargs = redis.ConnectionPool.from_url(store.redis_url).connection_kwargs
+    assert kwargs["password"] == "p@ss:w#rd/%?" and kwargs["host"] == "redis.svc"
+    assert redacted(store.redis_url) == "redis://:***@redis.svc:6379/0"
+
+
+def test_a_socket_url_takes_the_password_in_its_query():
+    import redis
+    url = PredictorConfig(redis_url="unix:///tmp/r.sock?db=1",
+                          redis_password_env="PW").resolved({"PW": "a&b"}).redis_url
+    assert redis.ConnectionPool.from_url(url).connection_kwargs["password"] == "a&b"
+    assert redacted(url) == "unix:///tmp/r.sock?db=1&password=***"
+
+
+def test_password_variable_errors_are_named():
+    with pytest.raises(ValidationError, match="redis_password_env needs redis_url"):
+        StoreConfig(redis_password_env="PW")
+    config = StoreConfig(redis_url="redis://h:1/0", redis_password_env="PW")
+    with pytest.raises(RedisUrlError, match="redis_password_env names PW, which is not set"):
+        config.resolved({})
+    with pytest.raises(RedisUrlError, match="already has a password") as info:
+        StoreConfig(redis_url="redis://:old@h:1/0", redis_password_env="PW").resolved({"PW": "x"})
+    assert "old" not in str(info.value)

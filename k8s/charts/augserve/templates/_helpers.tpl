@@ -25,9 +25,11 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
-{{/* Labels on every Ray pod: the metrics service selects them. */}}
+{{/* Labels on every Ray pod: the metrics service selects them.  Not
+app.kubernetes.io/name: KubeRay's own head service selects app.kubernetes.io/name=kuberay. */}}
 {{- define "augserve.rayPodLabels" -}}
-{{ include "augserve.selectorLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: {{ include "augserve.name" . }}
 app.kubernetes.io/component: ray
 {{- end -}}
 
@@ -41,6 +43,23 @@ app.kubernetes.io/component: ray
 {{- printf "%s-redis:6379" (include "augserve.fullname" .) -}}
 {{- else -}}
 {{- .Values.redis.external.address -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The app's Redis URL, without the password (that comes from AUGSERVE_REDIS_PASSWORD,
+percent-encoded by the app, so any characters work). */}}
+{{- define "augserve.redis.url" -}}
+{{- $scheme := ternary "rediss" "redis" (and (eq .Values.redis.mode "external") .Values.redis.external.tls) -}}
+{{- printf "%s://%s/0" $scheme (include "augserve.redis.address" .) -}}
+{{- end -}}
+
+{{/* The GCS's Redis address: host:port, or rediss://host:port for TLS (Ray turns TLS
+on by that scheme). */}}
+{{- define "augserve.redis.gcsAddress" -}}
+{{- if and (eq .Values.redis.mode "external") .Values.redis.external.tls -}}
+{{- printf "rediss://%s" .Values.redis.external.address -}}
+{{- else -}}
+{{- include "augserve.redis.address" . -}}
 {{- end -}}
 {{- end -}}
 
@@ -64,19 +83,14 @@ predictor read (redis_url_env), Serve's settings, the Hugging Face token. */}}
 - name: RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP
   value: "0"
 {{- if ne .Values.redis.mode "none" }}
-{{- $scheme := ternary "rediss" "redis" (and (eq .Values.redis.mode "external") .Values.redis.external.tls) }}
-{{- $secret := include "augserve.redis.secretName" . }}
-{{- if $secret }}
+- name: AUGSERVE_REDIS_URL
+  value: {{ include "augserve.redis.url" . | quote }}
+{{- with include "augserve.redis.secretName" . }}
 - name: AUGSERVE_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ $secret }}
-      key: {{ include "augserve.redis.secretKey" . }}
-- name: AUGSERVE_REDIS_URL
-  value: {{ printf "%s://:$(AUGSERVE_REDIS_PASSWORD)@%s/0" $scheme (include "augserve.redis.address" .) | quote }}
-{{- else }}
-- name: AUGSERVE_REDIS_URL
-  value: {{ printf "%s://%s/0" $scheme (include "augserve.redis.address" .) | quote }}
+      name: {{ . }}
+      key: {{ include "augserve.redis.secretKey" $ }}
 {{- end }}
 {{- end }}
 {{- if .Values.huggingFace.tokenSecret.name }}
@@ -102,6 +116,7 @@ predictor read (redis_url_env), Serve's settings, the Hugging Face token. */}}
 {{- $_ := set $models .name .path -}}
 {{- end -}}
 {{- $seen := dict -}}
+{{- $serving := dict "any" false -}}
 {{- range $i, $c := .Values.gpuClasses -}}
 {{- if not $c.name -}}{{- fail (printf "gpuClasses[%d] has no name" $i) -}}{{- end -}}
 {{- if hasKey $seen $c.name -}}{{- fail (printf "gpuClasses: %q is listed twice" $c.name) -}}{{- end -}}
@@ -110,10 +125,14 @@ predictor read (redis_url_env), Serve's settings, the Hugging Face token. */}}
 {{- if or (not (hasKey $c "replicas")) (lt (int $c.replicas) 0) -}}
 {{- fail (printf "gpuClasses[%d] (%s): replicas must be 0 or more, got %v" $i $c.name $c.replicas) -}}
 {{- end -}}
+{{- if gt (int $c.replicas) 0 -}}{{- $_ := set $serving "any" true -}}{{- end -}}
 {{- if not $c.model -}}{{- fail (printf "gpuClasses[%d] (%s) names no model" $i $c.name) -}}{{- end -}}
 {{- if not (hasKey $models $c.model) -}}
 {{- fail (printf "gpuClasses[%d] (%s) serves model %q, which is not in models (%s)" $i $c.name $c.model (keys $models | sortAlpha | join ", ")) -}}
 {{- end -}}
+{{- end -}}
+{{- if not $serving.any -}}
+{{- fail "every GPU class has replicas: 0: give at least one class a replica" -}}
 {{- end -}}
 {{- if and (eq .Values.redis.mode "external") (not .Values.redis.external.address) -}}
 {{- fail "redis.mode is external but redis.external.address (host:port) is empty" -}}

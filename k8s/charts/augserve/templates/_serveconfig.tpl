@@ -14,6 +14,7 @@ accelerator_type, and the control plane pinned to the system group. */}}
 {{- end -}}
 {{- $deployments = append $deployments (dict "name" "QueueManager" "num_replicas" 1 "ray_actor_options" (merge (dict "num_cpus" 1) $system)) -}}
 {{- range .Values.gpuClasses -}}
+{{- if gt (int .replicas) 0 -}}{{/* Serve wants num_replicas > 0: an empty class has only its (empty) worker group */}}
 {{- $name := printf "replica-%s" .name -}}
 {{- $replica := dict "name" $name "gpu_class" .acceleratorType "model_name" .model "model_path" (get $models .model) -}}
 {{- if .engine -}}{{- $_ := set $replica "engine" (deepCopy .engine) -}}{{- end -}}
@@ -22,11 +23,14 @@ accelerator_type, and the control plane pinned to the system group. */}}
 {{- $replicas = append $replicas $replica -}}
 {{- $deployments = append $deployments (dict "name" $name "num_replicas" (int .replicas) "ray_actor_options" (dict "num_cpus" 1 "num_gpus" 1 "accelerator_type" .acceleratorType)) -}}
 {{- end -}}
+{{- end -}}
 {{- $queue := deepCopy .Values.queue -}}
 {{- $predictor := deepCopy .Values.predictor -}}
 {{- if $redis -}}
-{{- $_ := set $queue "durability" (merge (dict "redis_url_env" "AUGSERVE_REDIS_URL") (default (dict) $queue.durability)) -}}
-{{- $_ := set $predictor "server" (merge (dict "redis_url_env" "AUGSERVE_REDIS_URL") (default (dict) $predictor.server)) -}}
+{{- $source := dict "redis_url_env" "AUGSERVE_REDIS_URL" -}}
+{{- if include "augserve.redis.secretName" . -}}{{- $_ := set $source "redis_password_env" "AUGSERVE_REDIS_PASSWORD" -}}{{- end -}}
+{{- $_ := set $queue "durability" (merge (deepCopy $source) (default (dict) $queue.durability)) -}}
+{{- $_ := set $predictor "server" (merge (deepCopy $source) (default (dict) $predictor.server)) -}}
 {{- end -}}
 {{- $args := dict "replicas" $replicas "queue" $queue "predictor" $predictor -}}
 {{- if .Values.sloClasses -}}{{- $_ := set $args "slo_classes" (deepCopy .Values.sloClasses) -}}{{- end -}}
