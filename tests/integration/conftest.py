@@ -6,6 +6,7 @@ session starts; every test leaves the queue and the replicas empty."""
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass
 
@@ -52,12 +53,21 @@ def deployment_actor(deployment: str):
     return ray.get_actor(names[0], namespace="serve")
 
 
-def test_config(port: int, redis_url: str) -> dict:
+#: The shared app's Redis requires a password with characters a URL cannot hold as they
+#: are; the queue manager reads both from its environment as the Helm chart's pods do
+#: (redis_url_env, redis_password_env), inherited from this process by Ray's workers.
+REDIS_PASSWORD = "s3cr#t:@/%?"
+REDIS_ENV = {"url": "AUGSERVE_TEST_REDIS_URL", "password": "AUGSERVE_TEST_REDIS_PASSWORD"}
+
+
+def test_config(port: int) -> dict:
     raw = copy.deepcopy(yaml.safe_load(HETERO_CONFIG.read_text()))
     raw["http_options"]["port"] = port
     args = raw["applications"][0]["args"]
     args["queue"]["max_queued"] = 64  # small, so that a burst can fill it
-    args["queue"]["durability"]["redis_url"] = redis_url
+    durability = args["queue"]["durability"]
+    del durability["redis_url"]
+    durability.update(redis_url_env=REDIS_ENV["url"], redis_password_env=REDIS_ENV["password"])
     # an SLO no replica can meet (one prefill step alone is longer), refused at admission
     args["slo_classes"]["instant"] = {"ttft_ms": 1, "admission": "reject"}
     # one server-side tool: requests may offer only it (400 otherwise)
@@ -70,9 +80,11 @@ def test_config(port: int, redis_url: str) -> dict:
 def served_app(tmp_path_factory):
     from ray.serve.schema import ServeDeploySchema
 
-    redis = RedisProcess(free_port(), tmp_path_factory.mktemp("queue-redis"))
+    redis = RedisProcess(free_port(), tmp_path_factory.mktemp("queue-redis"), REDIS_PASSWORD)
     port = free_port()
-    schema = ServeDeploySchema.model_validate(test_config(port, redis.url))
+    schema = ServeDeploySchema.model_validate(test_config(port))
+    os.environ[REDIS_ENV["url"]] = redis.url
+    os.environ[REDIS_ENV["password"]] = REDIS_PASSWORD
     serving.start_ray()
     try:
         serving.deploy(schema, timeout_s=400)

@@ -27,28 +27,33 @@ def redis_server_binary() -> str:
 
 
 class RedisProcess:
-    def __init__(self, port: int, workdir: Path) -> None:
+    """A real ``redis-server`` on ``port``; with ``password`` it requires AUTH (``url``
+    then carries no password: the caller adds it, as the Helm chart's pods do)."""
+
+    def __init__(self, port: int, workdir: Path, password: str | None = None) -> None:
         self.port = port
+        self.password = password
         self.url = f"redis://127.0.0.1:{port}/0"
         workdir.mkdir(parents=True, exist_ok=True)
+        auth = ["--requirepass", password] if password else []
         self.proc = subprocess.Popen(
             [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir",
-             str(workdir), "--save", "", "--appendonly", "no", "--daemonize", "no"],
+             str(workdir), "--save", "", "--appendonly", "no", "--daemonize", "no", *auth],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         import redis
         deadline = time.monotonic() + 10
         while True:
             try:
-                redis.Redis(port=port, socket_timeout=1).ping()
+                self.client(timeout_s=1).ping()
                 return
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.05)
 
-    def client(self):
+    def client(self, timeout_s: float = 5):
         import redis
-        return redis.Redis(port=self.port, socket_timeout=5)
+        return redis.Redis(port=self.port, password=self.password, socket_timeout=timeout_s)
 
     def stop(self) -> None:
         self.proc.terminate()
