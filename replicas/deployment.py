@@ -250,7 +250,9 @@ class ReplicaCore:
 
     def stats(self, engine_alive: bool = True) -> ReplicaStats:
         sink = self.engine.stats_sink
+        engine_pids = self.engine.process_ids()
         extra = {"pid": float(os.getpid()), "num_evicted": float(self.num_evicted),
+                 "engine_pid": float(engine_pids[0]) if engine_pids else 0.0,
                  "kv_bytes_per_token": float(self.engine.kv_bytes_per_token()),
                  "num_preempted_total": float(sink.num_preempted_total)}
         extra.update(self.policy_stats())

@@ -43,6 +43,8 @@ class ReplicaEngine(Protocol):
 
     def kv_bytes_per_token(self) -> int: ...
 
+    def process_ids(self) -> list[int]: ...
+
     def open_session(self, request_id: str, priority: int = 0) -> EngineSession: ...
 
     async def scheduler_call(self, payload: dict[str, Any]) -> dict[str, Any]: ...
@@ -162,6 +164,13 @@ class VLLMEngine:
 
     def kv_bytes_per_token(self) -> int:
         return self._kv_bytes_per_token
+
+    def process_ids(self) -> list[int]:
+        """The pids of vLLM's engine-core processes (reported in the stats, so that
+        operators and tests find them without scanning process titles)."""
+        resources = getattr(self._engine.engine_core, "resources", None)
+        manager = getattr(resources, "engine_manager", None)
+        return [p.pid for p in getattr(manager, "processes", ()) if p.pid]
 
     async def generate(self, request: ReplicaRequest,
                        extra_args: dict[str, Any] | None = None) -> AsyncIterator[TokenDelta]:

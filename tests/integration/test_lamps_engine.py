@@ -90,6 +90,25 @@ async def _idle(h: Harness) -> dict:
     raise AssertionError(f"engine not idle: {st}")
 
 
+async def _run_and_look_during_the_call(h: Harness, request: ReplicaRequest, ok,
+                                        within_s: float) -> tuple[list, dict]:
+    """Run ``request``; once its first ``api_call`` event has come (the strategy is applied
+    and the call begins), read the engine's state until ``ok(state)`` or ``within_s``
+    (shorter than the call) has passed.  No fixed sleep: on a slow machine the first turn
+    may take longer than any guess."""
+    loop = asyncio.get_running_loop()
+    deltas, out = h.core.generate(request), []
+    async for delta in deltas:
+        out.append(delta)
+        if "api_call" in (delta.info or {}):
+            break
+    deadline = loop.time() + within_s
+    while not ok(state := await _state(h)) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    out += [d async for d in deltas]
+    return out, state
+
+
 def _recorder(h: Harness, done: list[str]):
     """A coroutine function that runs a request and then records its id in ``done``."""
     async def one(r: ReplicaRequest) -> None:
@@ -154,10 +173,8 @@ async def test_preserve_keeps_the_kv_and_computes_only_new_tokens(harness):
     await harness.configure("infercept-oracle")  # the true 0.5 s call: preserve is cheaper
     req = _augmented("keep", [AugTurn(8, "calc", 0.5, 10), AugTurn(6)], prompt_len=300)
     await harness.core.engine.scheduler_call({"op": "steps"})
-    task = asyncio.create_task(harness.run(req))
-    await asyncio.sleep(0.3)
-    paused = await _state(harness)
-    out = await task
+    out, paused = await _run_and_look_during_the_call(
+        harness, req, lambda st: st["num_paused_sessions"] == 1, within_s=0.3)
     steps = (await harness.core.engine.scheduler_call({"op": "steps"}))["steps"]
     turns = out[-1].info["turns"]
     assert turns[0]["strategy"] == "preserve" and turns[1]["resumed_preserved"] is True
@@ -174,10 +191,8 @@ async def test_preserve_keeps_the_kv_and_computes_only_new_tokens(harness):
 async def test_discard_frees_the_kv_during_the_call(harness):
     await harness.configure("fcfs")
     req = _augmented("drop", [AugTurn(8, "calc", 0.6, 10), AugTurn(6)], prompt_len=300)
-    task = asyncio.create_task(harness.run(req))
-    await asyncio.sleep(0.35)
-    during = await _state(harness)
-    out = await task
+    out, during = await _run_and_look_during_the_call(
+        harness, req, lambda st: st["kv_usage"] == 0.0, within_s=0.4)  # the abort lands
     turns = out[-1].info["turns"]
     assert turns[0]["strategy"] == "discard" and turns[1]["resumed_preserved"] is False
     assert during["kv_usage"] == 0.0 and during["num_paused_sessions"] == 0

@@ -17,18 +17,18 @@ pytestmark = pytest.mark.integration
 
 
 def engine_core_pids(app) -> list[int]:
-    """The vLLM engine-core processes of the healthy replicas: every process named
-    EngineCore (by title or command line) that descends from a replica's pid."""
-    replica_pids = {int(r["extra"]["pid"]) for r in app.queue_state()["replicas"] if r["healthy"]}
-    pids = []
-    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-        try:
-            title = (proc.info["name"] or "") + " " + " ".join(proc.info["cmdline"] or [])
-            if "EngineCor" in title and replica_pids & {a.pid for a in proc.parents()}:
-                pids.append(proc.pid)
-        except psutil.Error:  # gone meanwhile
-            continue
-    return pids
+    """The vLLM engine-core processes of the healthy replicas, as each replica reports
+    them (``engine_pid``), that are running."""
+    pids = [int(r["extra"].get("engine_pid", 0)) for r in app.queue_state()["replicas"]
+            if r["healthy"]]
+    return [pid for pid in pids if pid and _running(pid)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def post(app, **extra) -> httpx.Response:
@@ -40,8 +40,9 @@ def test_dead_engines_give_503_then_replicas_are_replaced(app):
     deadline = time.monotonic() + 60  # replicas report every 0.5 s; let a prior test settle
     while len(pids := engine_core_pids(app)) != 3:
         replicas = [(r["deployment"], r["healthy"], round(r["seconds_since_report"], 1),
-                     r["extra"].get("pid")) for r in app.queue_state()["replicas"]]
-        assert time.monotonic() < deadline, f"engine pids {pids}; replicas {replicas}"
+                     r["extra"].get("pid"), r["extra"].get("engine_pid"))
+                    for r in app.queue_state()["replicas"]]
+        assert time.monotonic() < deadline, f"running engine pids {pids}; replicas {replicas}"
         time.sleep(1)
     with httpx.Client(base_url=app.base_url, timeout=60) as c:
         with c.stream("POST", "/v1/completions", json={

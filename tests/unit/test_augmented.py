@@ -36,6 +36,9 @@ class FakeEngine:
     def kv_bytes_per_token(self):
         return 512
 
+    def process_ids(self) -> list[int]:
+        return []
+
 
 class FakeSession:
     def __init__(self, request_id):
