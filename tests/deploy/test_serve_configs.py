@@ -8,6 +8,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from orchestrator.config import AppConfig
 from orchestrator.serving import REPO_ROOT, load_serve_config
+from tests.deploy.yaml_comments import uncommented_keys
 
 CONFIGS = sorted((REPO_ROOT / "deploy" / "serve").glob("*.yaml"))
 
@@ -26,6 +27,11 @@ def test_config_validates(path: Path):
         declared = {d.name for d in app.deployments}
         assert declared <= cfg.deployment_names()
         assert {r.name for r in cfg.replicas} <= declared
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_key_is_commented(path: Path):
+    assert uncommented_keys(path.read_text()) == []  # CONVENTIONS.md item 12
 
 
 def test_bad_args_are_rejected(tmp_path):
