@@ -116,7 +116,11 @@ def test_gcs_fault_tolerance_and_the_app_share_the_charts_redis_by_default():
     assert ft["redisPassword"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
     # KubeRay's default (each RayCluster's UID) keeps an upgrade's two clusters apart.
     assert "externalStorageNamespace" not in ft
-    assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    # README's clean-up deletes the kept secret and volume by this label
+    for kept in (claim, secret):
+        assert kept["metadata"]["labels"]["app.kubernetes.io/instance"] == "augserve"
     args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "$(REDIS_PASSWORD)" in args and args[args.index("--maxmemory-policy") + 1] == "noeviction"
     (app,) = serve_config(rs)["applications"]
