@@ -144,3 +144,32 @@ predictor read (redis_url_env), Serve's settings, the Hugging Face token. */}}
 {{- fail "queue.durability.mode is required but redis.mode is none: use best_effort or run a Redis" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The scheduling part of a Ray pod's spec: pull secrets, node selector, tolerations.
+Called with (dict "root" $ "pod" <head | system | a GPU class>). */}}
+{{- define "augserve.podPlacement" -}}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* A Ray worker container (system or GPU group) without its resources. */}}
+{{- define "augserve.workerContainer" -}}
+name: ray-worker
+image: {{ include "augserve.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+ports:
+  - {containerPort: 8000, name: serve}
+  - {containerPort: 8080, name: metrics}
+env:
+  {{- include "augserve.env" . | nindent 2 }}
+{{- end -}}

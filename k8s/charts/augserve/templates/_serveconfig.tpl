@@ -17,9 +17,7 @@ accelerator_type, and the control plane pinned to the system group. */}}
 {{- if gt (int .replicas) 0 -}}{{/* Serve wants num_replicas > 0: an empty class has only its (empty) worker group */}}
 {{- $name := printf "replica-%s" .name -}}
 {{- $replica := dict "name" $name "gpu_class" .acceleratorType "model_name" .model "model_path" (get $models .model) -}}
-{{- if .engine -}}{{- $_ := set $replica "engine" (deepCopy .engine) -}}{{- end -}}
-{{- if .room -}}{{- $_ := set $replica "room" (deepCopy .room) -}}{{- end -}}
-{{- if .scheduling -}}{{- $_ := set $replica "scheduling" (deepCopy .scheduling) -}}{{- end -}}
+{{- $replica = merge $replica (deepCopy (pick . "engine" "room" "scheduling")) -}}
 {{- $replicas = append $replicas $replica -}}
 {{- $deployments = append $deployments (dict "name" $name "num_replicas" (int .replicas) "ray_actor_options" (dict "num_cpus" 1 "num_gpus" 1 "accelerator_type" .acceleratorType)) -}}
 {{- end -}}
