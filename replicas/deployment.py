@@ -54,6 +54,11 @@ class ReplicaCore:
         self.num_evicted = 0
         self.num_paused = 0
         self.limits = ReplicaLimits(config.engine.max_num_seqs, config.room.max_waiting_requests)
+        engine_pids = engine.process_ids()
+        #: Stats that never change for this replica's life (a dead engine: a new replica).
+        self._fixed_stats = {"pid": float(os.getpid()),
+                             "engine_pid": float(engine_pids[0]) if engine_pids else 0.0,
+                             "kv_bytes_per_token": float(engine.kv_bytes_per_token())}
         #: The shared predictor's client: asked again at every resume of a request.
         self.predictor: PredictorClient | None = None
         sched = config.scheduling
@@ -250,10 +255,7 @@ class ReplicaCore:
 
     def stats(self, engine_alive: bool = True) -> ReplicaStats:
         sink = self.engine.stats_sink
-        engine_pids = self.engine.process_ids()
-        extra = {"pid": float(os.getpid()), "num_evicted": float(self.num_evicted),
-                 "engine_pid": float(engine_pids[0]) if engine_pids else 0.0,
-                 "kv_bytes_per_token": float(self.engine.kv_bytes_per_token()),
+        extra = {**self._fixed_stats, "num_evicted": float(self.num_evicted),
                  "num_preempted_total": float(sink.num_preempted_total)}
         extra.update(self.policy_stats())
         return ReplicaStats(
@@ -338,8 +340,7 @@ class LLMReplica:
 
     async def _report(self) -> None:
         stats = self._core.stats(self._engine_alive)
-        self._metrics.publish({**stats.extra, "kv_usage": stats.kv_usage},
-                              self._core.deployment, stats.replica_id, self._core.policy.name)
+        self._metrics.publish(stats, self._core.policy.name)
         evict = await self._queue_manager.report.remote(stats)
         if evict:
             self._core.evict(list(evict))

@@ -145,6 +145,7 @@ class VLLMEngine:
         self._engine = AsyncLLM.from_engine_args(
             AsyncEngineArgs(**args), stat_loggers=[make_stat_logger_factory(self.stats_sink)])
         self._kv_bytes_per_token = self._compute_kv_bytes_per_token()
+        self._process_ids = self._find_process_ids()
         self.max_model_len = int(self._engine.model_config.max_model_len)
         self.chunk_tokens = int(self._engine.vllm_config.scheduler_config.max_num_batched_tokens)
         logger.info("engine ready: %s", args)
@@ -167,7 +168,11 @@ class VLLMEngine:
 
     def process_ids(self) -> list[int]:
         """The pids of vLLM's engine-core processes (reported in the stats, so that
-        operators and tests find them without scanning process titles)."""
+        operators and tests find them without scanning process titles); fixed for the
+        engine's life (a dead engine means a replaced replica)."""
+        return list(self._process_ids)
+
+    def _find_process_ids(self) -> list[int]:
         resources = getattr(self._engine.engine_core, "resources", None)
         manager = getattr(resources, "engine_manager", None)
         return [p.pid for p in getattr(manager, "processes", ()) if p.pid]

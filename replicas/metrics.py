@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from ray.util import metrics
 
+from replicas.types import ReplicaStats
+
 #: stats key → (metric name, description); cumulative values become counters.
 COUNTERS = {
     "recomputed_tokens": ("augserve_replica_recomputed_tokens_total",
@@ -43,9 +45,10 @@ class ReplicaMetrics:
         self._last[key] = value
         return max(delta, 0.0)
 
-    def publish(self, stats: dict[str, float], deployment: str, replica: str,
-                policy: str) -> None:
-        tags = {"deployment": deployment, "replica": replica, "policy": policy}
+    def publish(self, report: ReplicaStats, policy: str) -> None:
+        """Publish one stats report: its policy counters (``extra``) and KV usage."""
+        stats = {**report.extra, "kv_usage": report.kv_usage}
+        tags = {"deployment": report.deployment, "replica": report.replica_id, "policy": policy}
         for key, counter in self._counters.items():
             delta = self._advance(key, stats.get(key, 0.0))
             if delta:

@@ -3,8 +3,7 @@ schemas of the application's config models (engine, room, scheduling, queue, SLO
 predictor, ingress), taken from the pydantic models themselves so that `helm install`
 rejects what the application would reject.  A test checks the committed file is current:
 
-    python tools/chart_schema.py            # rewrite the file
-    python tools/chart_schema.py --check    # exit 1 if it is stale
+    python tools/chart_schema.py            # rewrite the file (make chart-schema)
 """
 
 from __future__ import annotations
@@ -20,12 +19,12 @@ sys.path.insert(0, str(REPO))
 
 from orchestrator.config import IngressConfig, QueueConfig, SLOClass  # noqa: E402
 from predictor_service.config import PredictorAppConfig  # noqa: E402
+from predictor_service.redis_url import RedisUrlSource  # noqa: E402
 from replicas.config import EngineConfig, RoomConfig, SchedulingConfig  # noqa: E402
 
 SCHEMA_PATH = REPO / "k8s" / "charts" / "augserve" / "values.schema.json"
-#: Keys the chart sets itself from `redis` (a URL with a password must come from a secret).
-CHART_MANAGED = {"DurabilityConfig": ("redis_url", "redis_url_env", "redis_password_env"),
-                 "PredictorConfig": ("redis_url", "redis_url_env", "redis_password_env")}
+#: Keys the chart sets itself from `redis` (a password must come from a secret).
+CHART_MANAGED = tuple(RedisUrlSource.model_fields)
 APP_MODELS = (EngineConfig, RoomConfig, SchedulingConfig, QueueConfig, SLOClass,
               PredictorAppConfig, IngressConfig)
 
@@ -69,14 +68,14 @@ def chart_keys() -> dict:
                      required=("repository",)),
         "imagePullSecrets": {"type": "array", "items": {"type": "object"}},
         "rayVersion": {"type": "string", "minLength": 1},
-        "models": {"type": "array", "items": obj(
+        "models": {"type": "array", "minItems": 1, "items": obj(
             {"name": {"type": "string", "minLength": 1}, "path": {"type": "string", "minLength": 1}},
             required=("name", "path"))},
         "huggingFace": obj({"tokenSecret": secret_ref}),
-        "head": obj(dict(pod)),
+        "head": obj(pod),
         "system": obj({**pod, "replicas": {"type": "integer", "minimum": 1},
                        "ingressReplicas": {"type": "integer", "minimum": 1}}),
-        "gpuClasses": {"type": "array", "items": gpu_class},
+        "gpuClasses": {"type": "array", "minItems": 1, "items": gpu_class},
         "sloClasses": {"type": "object", "additionalProperties": ref("SLOClass")},
         "queue": ref("QueueConfig"), "predictor": ref("PredictorAppConfig"),
         "ingress": ref("IngressConfig"), "tools": OPEN,
@@ -105,9 +104,9 @@ def app_defs() -> dict:
     _, top = models_json_schema([(m, "validation") for m in APP_MODELS],
                                 ref_template="#/$defs/{model}")
     defs = top["$defs"]
-    for name, keys in CHART_MANAGED.items():
-        for key in keys:
-            defs[name]["properties"].pop(key)
+    for schema in defs.values():
+        for key in CHART_MANAGED:
+            schema.get("properties", {}).pop(key, None)
     return defs
 
 
@@ -120,17 +119,6 @@ def render() -> str:
     return json.dumps(build(), indent=2) + "\n"
 
 
-def main(argv: list[str]) -> int:
-    text = render()
-    if argv == ["--check"]:
-        if SCHEMA_PATH.read_text() != text:
-            print(f"{SCHEMA_PATH} is stale: run python tools/chart_schema.py", file=sys.stderr)
-            return 1
-        return 0
-    SCHEMA_PATH.write_text(text)
-    print(f"wrote {SCHEMA_PATH}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    SCHEMA_PATH.write_text(render())
+    print(f"wrote {SCHEMA_PATH}")

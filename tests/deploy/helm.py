@@ -1,5 +1,5 @@
 """The helm binary for the chart tests and a render helper.  `make test` fetches helm
-(tools/fetch_helm.py) into $AUGSERVE_CACHE_DIR/bin; AUGSERVE_HELM overrides the path."""
+(tools/fetch_helm.py) into $AUGSERVE_CACHE_DIR/bin and exports AUGSERVE_HELM."""
 
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ def helm_path() -> Path:
     path = Path(os.environ.get("AUGSERVE_HELM") or cache_dir() / "bin" / "helm")
     if not path.is_file():
         pytest.fail(f"no helm binary at {path}: `make test` fetches it "
-                    "(python tools/fetch_helm.py $AUGSERVE_CACHE_DIR/bin)")
+                    "(python tools/fetch_helm.py $AUGSERVE_CACHE_DIR/bin), or set AUGSERVE_HELM")
     return path
 
 
 def helm(*args: str | Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/augserve-helm/cache",
-           "HELM_CONFIG_HOME": "/tmp/augserve-helm/config",
-           "HELM_DATA_HOME": "/tmp/augserve-helm/data"}
+    home = cache_dir() / "helm-home"  # not the user's helm repositories and plugins
+    env = {**os.environ, **{f"HELM_{part.upper()}_HOME": str(home / part)
+                            for part in ("cache", "config", "data")}}
     return subprocess.run([str(helm_path()), *map(str, args)], capture_output=True, text=True,
                           timeout=120, env=env)
 

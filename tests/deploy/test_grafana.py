@@ -21,13 +21,13 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-DASHBOARD = REPO / "deploy" / "grafana" / "augserve-dashboard.json"
-METRICS_DOC = REPO / "docs" / "metrics.md"
+from orchestrator.serving import REPO_ROOT
+
+DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "augserve-dashboard.json"
+METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
 METRIC_PACKAGES = ("orchestrator", "replicas", "predictor_service")
 KINDS = {"Counter": "counter", "Gauge": "gauge", "Histogram": "histogram"}
 RAY_PREFIX = "ray_"
@@ -103,12 +103,12 @@ def metric_call_sites() -> dict[str, set[str | None]]:
     call outside any class)."""
     sites: dict[str, set[str | None]] = {}
     for package in METRIC_PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
             tree = ast.parse(path.read_text(), str(path))
             imported = {a.asname or a.name for n in ast.walk(tree)
                         if isinstance(n, ast.ImportFrom) and n.module == "ray.util.metrics"
                         for a in n.names if a.name in KINDS}
-            module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+            module = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
 
             def visit(node: ast.AST, cls: str | None) -> None:
                 for child in ast.iter_child_nodes(node):
@@ -342,10 +342,15 @@ def test_the_docs_table_lists_every_registered_metric_and_no_other(registry):
 
 # --- the KV usage gauge is fed ---------------------------------------------------------
 
-def test_the_replica_publishes_its_kv_usage(monkeypatch):
+def test_a_replica_report_publishes_its_kv_usage_and_counters(monkeypatch):
     from replicas.metrics import ReplicaMetrics
+    from replicas.types import ReplicaLimits, ReplicaStats
     recorder = _Recorder()
     _patch_ray_metrics(monkeypatch, recorder)
-    ReplicaMetrics().publish({"kv_usage": 0.25}, "llm-small", "r1", "lamps")
-    assert recorder.values["augserve_replica_kv_usage"][-1] == (
-        "set", 0.25, {"deployment": "llm-small", "replica": "r1", "policy": "lamps"})
+    report = ReplicaStats(replica_id="r1", deployment="llm-small", gpu_class="small",
+                          model="m", limits=ReplicaLimits(2, 0), kv_usage=0.25,
+                          extra={"num_demotions": 3.0})
+    ReplicaMetrics().publish(report, "lamps")
+    tags = {"deployment": "llm-small", "replica": "r1", "policy": "lamps"}
+    assert recorder.values["augserve_replica_kv_usage"][-1] == ("set", 0.25, tags)
+    assert recorder.values["augserve_replica_demotions_total"][-1] == ("inc", 3.0, tags)

@@ -40,6 +40,7 @@ BY_SCHEMA = {
                             "/gpuClasses/0/scheduling/policy", "lamps"),
     "redis-url-in-values": ({"queue": {"durability": {"redis_url": "redis://:pw@h:6379"}}},
                             "/queue/durability", "redis_url"),
+    "no-gpu-class": ({"gpuClasses": []}, "/gpuClasses", "minItems"),
     "class-without-accelerator": ({"gpuClasses": [{k: v for k, v in CLASS.items()
                                                    if k != "acceleratorType"}]},
                                   "/gpuClasses/0", "acceleratorType"),
@@ -55,7 +56,7 @@ def test_the_templates_refuse_bad_values_with_a_clear_message(tmp_path, case):
     values, message = BY_TEMPLATE[case]
     done = _template(tmp_path, values, "--skip-schema-validation")
     assert done.returncode != 0 and message in done.stderr, done.stderr
-    done = _template(tmp_path, values)  # with the schema: refused too
+    done = _template(tmp_path, values)  # with the schema too (by it, or by the templates)
     assert done.returncode != 0, done.stdout[:500]
 
 

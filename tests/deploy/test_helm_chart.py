@@ -21,9 +21,23 @@ VALUES_FILES = {"default": (), "three-gpu-classes": (THREE_CLASSES,)}
 
 
 def crd_schema(kind: str) -> dict:
+    """The CRD's v1 ``openAPIV3Schema``, strict: the API server silently drops a field the
+    schema does not know (a typo, or a field of a newer KubeRay), so every object that
+    lists its properties and does not preserve unknown fields refuses other keys."""
     crd = yaml.safe_load((SCHEMAS / f"ray.io_{kind.lower()}s.yaml").read_text())
     (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return v1["schema"]["openAPIV3Schema"]
+    return _strict(v1["schema"]["openAPIV3Schema"])
+
+
+def _strict(node):
+    if isinstance(node, dict):
+        node = {k: _strict(v) for k, v in node.items()}
+        if ("properties" in node and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")):
+            node["additionalProperties"] = False
+    elif isinstance(node, list):
+        node = [_strict(v) for v in node]
+    return node
 
 
 def of_kind(objects: list[dict], kind: str) -> list[dict]:
@@ -64,10 +78,19 @@ def test_the_ray_service_and_its_cluster_validate_against_kuberays_crds(rendered
         jsonschema.Draft7Validator(crd_schema("RayCluster")).validate(other)
 
 
-def test_the_crd_schema_catches_a_malformed_ray_service(rendered):
+@pytest.mark.parametrize("where, key, value, message", [
+    (("workerGroupSpecs", 0), "replicas", "two", "'two' is not of type 'integer'"),
+    (("workerGroupSpecs", 0), "resourcez", {"augserve_system": "1"}, "'resourcez' was unexpected"),
+    (("headGroupSpec", "template", "spec"), "nodeSelectr", {}, "'nodeSelectr' was unexpected"),
+])
+def test_the_crd_schema_catches_a_malformed_or_misspelled_field(rendered, where, key, value,
+                                                                 message):
     rs = copy.deepcopy(ray_service(rendered[1]))
-    rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "two"
-    with pytest.raises(jsonschema.ValidationError, match="'two' is not of type 'integer'"):
+    node = rs["spec"]["rayClusterConfig"]
+    for step in where:
+        node = node[step]
+    node[key] = value
+    with pytest.raises(jsonschema.ValidationError, match=message):
         jsonschema.Draft7Validator(crd_schema("RayService")).validate(rs)
 
 
@@ -122,7 +145,7 @@ def test_gcs_fault_tolerance_and_the_app_share_the_charts_redis_by_default():
     for kept in (claim, secret):
         assert kept["metadata"]["labels"]["app.kubernetes.io/instance"] == "augserve"
     args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "$(REDIS_PASSWORD)" in args and args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert "$(REDISCLI_AUTH)" in args and args[args.index("--maxmemory-policy") + 1] == "noeviction"
     (app,) = serve_config(rs)["applications"]
     source = {"redis_url_env": "AUGSERVE_REDIS_URL", "redis_password_env": "AUGSERVE_REDIS_PASSWORD"}
     assert app["args"]["queue"]["durability"] == {"mode": "required", **source}
@@ -237,4 +260,4 @@ def test_values_files_comment_every_key():
 def test_the_values_schema_is_generated_from_the_config_models():
     import tools.chart_schema as chart_schema
     assert (CHART / "values.schema.json").read_text() == chart_schema.render(), \
-        "stale: run python tools/chart_schema.py"
+        "stale: run make chart-schema"

@@ -22,6 +22,9 @@ SERVE = REPO_ROOT / "deploy" / "serve" / "cluster.yaml"
 SYSTEM_RESOURCE = "augserve_system"
 
 
+RAY_SCHEMA = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+
+
 def cluster() -> dict:
     return yaml.safe_load(CLUSTER.read_text())
 
@@ -37,22 +40,19 @@ def commands(config: dict) -> str:
 
 
 def test_the_cluster_file_validates_against_rays_schema():
-    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
-    jsonschema.Draft7Validator(schema).validate(cluster())
+    jsonschema.Draft7Validator(RAY_SCHEMA).validate(cluster())
     validate_config(prepare_config(cluster()))  # what `ray up` checks before launching
 
 
 def test_a_key_ray_does_not_know_is_rejected():
     bad = cluster()
     bad["available_node_types"]["gpu-l4"]["min_worker"] = 1  # typo of min_workers
-    errors = list(jsonschema.Draft7Validator(json.loads(
-        (Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())).iter_errors(bad))
+    errors = list(jsonschema.Draft7Validator(RAY_SCHEMA).iter_errors(bad))
     assert any("min_worker" in e.message for e in errors)
 
 
-def test_every_key_of_both_files_is_commented():
+def test_every_key_of_the_cluster_file_is_commented():  # (Serve files: test_serve_configs)
     assert uncommented_keys(CLUSTER.read_text()) == []
-    assert uncommented_keys(SERVE.read_text()) == []
 
 
 def test_a_cpu_head_three_gpu_classes_and_a_system_node():
