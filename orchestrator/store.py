@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from pydantic import ConfigDict, Field
 
-from predictor_service.redis_url import ENV_NAME_PATTERN, RedisUrlSource
+from predictor_service.redis_url import RedisUrlSource
 
 from orchestrator.queue_policy import QueuedRequest
 
@@ -47,11 +47,6 @@ class StoreConfig(RedisUrlSource):
     redis_url: str | None = Field(
         None, description="Redis URL (redis://, rediss:// or unix://) of the durable store; "
         "None keeps records in memory only (lost when the queue manager restarts).")
-    redis_url_env: str | None = Field(
-        None, pattern=ENV_NAME_PATTERN, description="Name of an environment variable that "
-        "holds the Redis URL, read when the queue manager starts: for a URL with a password "
-        "from a secret (the Helm chart sets AUGSERVE_REDIS_URL). Unset there: the queue "
-        "manager does not start. Exclusive with redis_url.")
     key_prefix: str = Field(
         "augserve:queue", min_length=1, description="Prefix of every Redis key the store "
         "writes; use a hash tag such as '{augserve:queue}' on Redis Cluster.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from predictor_service.redis_url import ENV_NAME_PATTERN, RedisUrlSource
+from predictor_service.redis_url import RedisUrlSource
 
 
 class StrictModel(BaseModel):
@@ -22,10 +22,6 @@ class PredictorConfig(StrictModel, RedisUrlSource):
     redis_url: str | None = Field(
         None, description="Redis for history, fitted state and duration statistics; "
         "None keeps state in memory only.")
-    redis_url_env: str | None = Field(
-        None, pattern=ENV_NAME_PATTERN, description="Name of an environment variable that "
-        "holds the Redis URL, read when the predictor starts (for a URL with a password "
-        "from a secret; the Helm chart sets AUGSERVE_REDIS_URL). Exclusive with redis_url.")
     key_prefix: str = Field("augserve:predictor", min_length=1,
                             description="Prefix of every Redis key the predictor writes.")
     redis_retry_s: float = Field(5.0, gt=0, description="Period of reconnection attempts.")

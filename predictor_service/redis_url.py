@@ -30,8 +30,8 @@ def check_redis_url(url: str, source: str = "redis_url") -> str:
 
 
 def _from_env(name: str, what: str, environ: Mapping[str, str] | None) -> str:
-    environ = os.environ if environ is None else environ
-    value = environ.get(name, "").strip("\r\n")  # a secret made from a file may end in \n
+    """The variable's value, newline-trimmed (a secret made from a file may end in one)."""
+    value = (os.environ if environ is None else environ).get(name, "").rstrip("\r\n")
     if not value.strip():
         raise RedisUrlError(f"{what} names {name}, which is not set in this process's "
                             f"environment (pid {os.getpid()})")
@@ -64,29 +64,29 @@ def with_password(url: str, password: str) -> str:
     return urlunparse(parsed._replace(netloc=f"{user}:{secret}@{host}"))
 
 
-def exclusive(url: str | None, env_name: str | None) -> None:
-    if url is not None and env_name is not None:
-        raise ValueError("set redis_url or redis_url_env, not both")
-
-
 def redacted(url: str | None) -> str:
-    """The URL without its password, for logs and errors."""
-    parsed = urlparse(url or "")
-    if parsed.password is None:  # (a socket URL keeps it in the query)
-        return re.sub(r"([?&])password=[^&]*", r"\1password=***", url or "")
-    query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parsed.query)
-    user = parsed.netloc.rsplit("@", 1)[0].split(":", 1)[0]
-    host = parsed.netloc.rsplit("@", 1)[-1]
-    return urlunparse(parsed._replace(netloc=f"{user}:***@{host}", query=query))
+    """The URL without its password (in the userinfo, or a socket URL's query), for logs."""
+    if not url:
+        return ""
+    parsed = urlparse(url)
+    if parsed.password is not None:
+        userinfo, _, host = parsed.netloc.rpartition("@")
+        url = urlunparse(parsed._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}"))
+    return re.sub(r"([?&])password=[^&]*", r"\1password=***", url)
 
 
 class RedisUrlSource(BaseModel):
-    """Checks and resolution shared by configs that name a Redis by ``redis_url`` or by
-    ``redis_url_env`` (each config declares those two with its own description), with the
+    """Checks and resolution shared by configs that name a Redis by ``redis_url`` (each
+    config declares it with its own description) or by ``redis_url_env``, with the
     password optionally in a variable of its own."""
 
     redis_url: str | None
-    redis_url_env: str | None
+    redis_url_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN, description="Name of an environment variable that "
+        "holds the Redis URL, read when the process that uses Redis (queue manager, "
+        "predictor) starts: for a URL with a password from a secret (the Helm chart sets "
+        "AUGSERVE_REDIS_URL). Unset there: that process does not start. Exclusive with "
+        "redis_url.")
     redis_password_env: str | None = Field(
         None, pattern=ENV_NAME_PATTERN, description="Name of an environment variable that "
         "holds the Redis password, added to the URL (which then carries none) "
@@ -100,7 +100,8 @@ class RedisUrlSource(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        exclusive(self.redis_url, self.redis_url_env)
+        if self.redis_url is not None and self.redis_url_env is not None:
+            raise ValueError("set redis_url or redis_url_env, not both")
         if self.redis_password_env and not (self.redis_url or self.redis_url_env):
             raise ValueError("redis_password_env needs redis_url or redis_url_env")
         return self

@@ -6,7 +6,6 @@ session starts; every test leaves the queue and the replicas empty."""
 from __future__ import annotations
 
 import copy
-import os
 import time
 from dataclasses import dataclass
 
@@ -83,8 +82,9 @@ def served_app(tmp_path_factory):
     redis = RedisProcess(free_port(), tmp_path_factory.mktemp("queue-redis"), REDIS_PASSWORD)
     port = free_port()
     schema = ServeDeploySchema.model_validate(test_config(port))
-    os.environ[REDIS_ENV["url"]] = redis.url
-    os.environ[REDIS_ENV["password"]] = REDIS_PASSWORD
+    mp = pytest.MonkeyPatch()  # Ray's processes inherit these; undone at the end
+    mp.setenv(REDIS_ENV["url"], redis.url)
+    mp.setenv(REDIS_ENV["password"], REDIS_PASSWORD)
     serving.start_ray()
     try:
         serving.deploy(schema, timeout_s=400)
@@ -93,6 +93,7 @@ def served_app(tmp_path_factory):
     finally:
         serving.shutdown()
         redis.stop()
+        mp.undo()
 
 
 @pytest.fixture

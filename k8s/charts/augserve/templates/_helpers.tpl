@@ -46,21 +46,22 @@ app.kubernetes.io/component: ray
 {{- end -}}
 {{- end -}}
 
+{{/* "rediss" for an external Redis with TLS, else "redis". */}}
+{{- define "augserve.redis.scheme" -}}
+{{- ternary "rediss" "redis" (and (eq .Values.redis.mode "external") .Values.redis.external.tls) -}}
+{{- end -}}
+
 {{/* The app's Redis URL, without the password (that comes from AUGSERVE_REDIS_PASSWORD,
 percent-encoded by the app, so any characters work). */}}
 {{- define "augserve.redis.url" -}}
-{{- $scheme := ternary "rediss" "redis" (and (eq .Values.redis.mode "external") .Values.redis.external.tls) -}}
-{{- printf "%s://%s/0" $scheme (include "augserve.redis.address" .) -}}
+{{- printf "%s://%s/0" (include "augserve.redis.scheme" .) (include "augserve.redis.address" .) -}}
 {{- end -}}
 
 {{/* The GCS's Redis address: host:port, or rediss://host:port for TLS (Ray turns TLS
-on by that scheme). */}}
+on by that scheme and takes no scheme as plain). */}}
 {{- define "augserve.redis.gcsAddress" -}}
-{{- if and (eq .Values.redis.mode "external") .Values.redis.external.tls -}}
-{{- printf "rediss://%s" .Values.redis.external.address -}}
-{{- else -}}
-{{- include "augserve.redis.address" . -}}
-{{- end -}}
+{{- $scheme := include "augserve.redis.scheme" . -}}
+{{- if eq $scheme "rediss" }}rediss://{{ end }}{{ include "augserve.redis.address" . -}}
 {{- end -}}
 
 {{- define "augserve.redis.secretName" -}}
