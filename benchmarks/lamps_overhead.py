@@ -1,8 +1,9 @@
 """Scheduling overhead of the replica policy per engine step (issue 5: ≤ 1 ms with 256
-waiting requests).  Runs the very code the vLLM scheduler subclass runs each step — the
-ranked waiting queue re-keyed with LAMPS scores, the starvation guard's pass counting —
-on 256 waiting requests with plain objects in place of vLLM's, and prints percentiles.
-(The live figure per step is also in each replica's stats: ``score_ms_per_step_*``.)"""
+waiting requests).  Runs :class:`replicas.policy.ranking.WaitingRanker`, the very glue
+the vLLM scheduler subclass and the simulator run each step (re-rank every k steps with
+the batch load read afresh, the starvation pass after admission), on 256 waiting
+requests with plain objects in place of vLLM's, and prints percentiles.  (The live
+figure per step is also in each replica's stats: ``score_ms_per_step_*``.)"""
 
 from __future__ import annotations
 
@@ -10,63 +11,50 @@ import argparse
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from replicas.policy import (BatchLoad, Outlook, RankKey, ReplicaProfile, StarvationGuard,
-                             make_policy)
-from replicas.policy.waiting import RankedQueue
+from replicas.policy import BatchLoad, Outlook, ReplicaProfile, make_policy
+from replicas.policy.ranking import WaitingRanker
 
 
 @dataclass
-class FakeRequest:
+class BenchRequest:
     request_id: str
     arrival_time: float
     outlook: Outlook
     priority: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def measure(num_waiting: int, steps: int, policy_name: str, rerank_every_steps: int = 1,
             seed: int = 0) -> list[float]:
     rng = random.Random(seed)
-    policy = make_policy(policy_name)
-    profile = ReplicaProfile(0.04, 16.0, 384, 512)
-    load = BatchLoad(200, 20_000)
-    guard = StarvationGuard(100)
-    scores: dict[str, float | None] = {}
-
-    def key(r: FakeRequest) -> RankKey:
-        if r.request_id not in scores:
-            scores[r.request_id] = policy.score(r.outlook, profile, load)
-        return RankKey.of(r.request_id, r.priority, r.arrival_time, scores[r.request_id],
-                          guard.promoted(r.request_id))
-
-    queue: RankedQueue[FakeRequest] = RankedQueue(key)
+    ranker: WaitingRanker[BenchRequest] = WaitingRanker(
+        lambda r: r.outlook, make_policy(policy_name), ReplicaProfile(0.04, 16.0, 384, 512),
+        starvation_threshold_steps=100, rerank_every_steps=rerank_every_steps,
+        live_profile=False)
+    queue = ranker.new_queue()
     n = 0
 
-    def new_request() -> FakeRequest:
+    def new_request() -> BenchRequest:
         nonlocal n
         n += 1
         api = rng.random() < 0.7
         o = Outlook(rng.randint(100, 3000), rng.uniform(5, 400),
                     rng.uniform(0.1, 30) if api else None, rng.randint(0, 50),
                     rng.uniform(5, 300) if api else 0.0)
-        return FakeRequest(f"r{n}", float(n), o)
+        return BenchRequest(f"r{n}", float(n), o)
+
+    def load() -> BatchLoad:  # a batch that drifts, as the engine's does
+        return BatchLoad(rng.randint(100, 384), rng.randint(10_000, 30_000))
 
     for _ in range(num_waiting):
         queue.add_request(new_request())
     times = []
-    for step in range(steps):
+    for _ in range(steps):
         started = time.perf_counter()
-        if step % rerank_every_steps == 0:   # as the scheduler: every k steps, all scores again
-            scores.clear()
-            queue.rekey()
+        ranker.before_step(queue, load)
         admitted = [queue.pop_request() for _ in range(2)]   # the engine admits two
-        for r in admitted:
-            guard.forget(r.request_id)
-        waiting = [(r.request_id, r.arrival_time) for r in queue]
-        if guard.after_step(waiting, [r.arrival_time for r in admitted]):
-            queue.rekey()
+        ranker.after_step(queue, admitted)
         times.append((time.perf_counter() - started) * 1000)
         for _ in range(2):                   # two arrive: the queue stays at num_waiting
             queue.add_request(new_request())

@@ -36,6 +36,9 @@ class QlmPolicy(EdfPolicy):
         self.swap_cost_s = swap_cost_s
         self.allow_model_swap = allow_model_swap
         self.time_limit_s = time_limit_s
+        #: HiGHS node limit (None: none); the simulator sets it, with a time limit that
+        #: never binds, so that a plan depends on its inputs only.
+        self.node_limit: int | None = None
         self._plan: dict[tuple[str, str], str] = {}
         self.last_plan: dict[str, Any] = {}
 
@@ -74,7 +77,8 @@ class QlmPolicy(EdfPolicy):
                                 0.0 if r.has_room else r.speed.slot_free_s())
                     for r in view.replicas]
         plan = plan_milp(groups, replicas, swap_cost_s=self.swap_cost_s,
-                         allow_model_swap=self.allow_model_swap, time_limit_s=self.time_limit_s)
+                         allow_model_swap=self.allow_model_swap, time_limit_s=self.time_limit_s,
+                         node_limit=self.node_limit)
         self._plan = {by_key[k]: rid for k, rid in plan.assignment.items()}
         self.last_plan = {"assignment": dict(plan.assignment), "status": plan.status,
                           "objective": plan.objective, "solve_ms": plan.solve_ms,

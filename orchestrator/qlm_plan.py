@@ -351,8 +351,12 @@ def _decode(x: np.ndarray, ordered: Sequence[PlanGroup],
 
 
 def plan_milp(groups: Sequence[PlanGroup], replicas: Sequence[PlanReplica], *,
-              swap_cost_s: float, allow_model_swap: bool, time_limit_s: float) -> Plan:
+              swap_cost_s: float, allow_model_swap: bool, time_limit_s: float,
+              node_limit: int | None = None) -> Plan:
     """Solve the program of the module docstring with HiGHS.
+
+    ``node_limit`` (branch-and-bound nodes) makes the result depend on the inputs only:
+    the simulator sets it with a time limit that never binds; serving keeps the time limit.
 
     Status "optimal" when HiGHS proves optimality, "time_limit" when it stops at
     ``time_limit_s`` with an incumbent, "greedy" when it has no solution or its
@@ -371,7 +375,8 @@ def plan_milp(groups: Sequence[PlanGroup], replicas: Sequence[PlanReplica], *,
     program = _build_program(ordered, replicas, swap_cost_s, allow_model_swap)
     result = milp(program.c, integrality=program.integrality, bounds=program.bounds,
                   constraints=program.constraints,
-                  options={"time_limit": time_limit_s, "mip_rel_gap": _MIP_REL_GAP})
+                  options={"time_limit": time_limit_s, "mip_rel_gap": _MIP_REL_GAP,
+                           **({"node_limit": node_limit} if node_limit is not None else {})})
     assignment = _decode(result.x, ordered, replicas) if result.x is not None else None
     if assignment is not None and result.status == 0:
         return _make_plan(groups, replicas, assignment, swap_cost_s, "optimal", started_s)

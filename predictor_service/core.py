@@ -83,8 +83,7 @@ class PredictorCore:
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         if self.model_cls.uses_embeddings:
-            factory = self._embedder_factory or self._default_embedder
-            self.embedder = await asyncio.to_thread(factory)
+            await asyncio.to_thread(self.load_embedder)
         if self.store.kind == "memory":
             logger.warning("predictor: no Redis URL; learned state stays in memory and is "
                            "lost when the server stops")
@@ -92,6 +91,11 @@ class PredictorCore:
             await self._try_redis()
         self._tasks = [asyncio.create_task(self._batch_loop()),
                        asyncio.create_task(self._maintain_loop())]
+
+    def load_embedder(self) -> None:
+        """Load the embedding model the length model needs (in the caller's thread)."""
+        if self.model_cls.uses_embeddings and self.embedder is None:
+            self.embedder = (self._embedder_factory or self._default_embedder)()
 
     def _default_embedder(self):
         from predictor_service.embedding import Embedder
@@ -182,6 +186,12 @@ class PredictorCore:
         results = await asyncio.gather(*(p.future for p in pending))
         self.metrics.request("predict", "ok", len(results))
         return list(results)
+
+    def predict_now(self, queries: list[LengthQuery]) -> list[Prediction]:
+        """:meth:`predict` in the caller's thread, without the batcher (the simulator calls
+        it where the ingress and the replicas call the server)."""
+        checked = [self.validate(q) for q in queries]
+        return [self._assemble(q, *r) for q, r in zip(checked, self._predict_lengths(checked))]
 
     async def _batch_loop(self) -> None:
         """One batch at a time; queries arriving meanwhile form the next batch."""
@@ -301,12 +311,29 @@ class PredictorCore:
                 continue
             finally:
                 learner.fitting = False
-            learner.install(fitted, self.clock(), pending)
-            self.metrics.counters.refits += 1
-            self.metrics.version(learner.model, learner.version)
-            self.metrics.abs_errors(learner.model, errors)
+            self._install(learner, fitted, errors, pending)
             done += 1
         return done
+
+    def refit_now(self) -> int:
+        """:meth:`refit_due` in the caller's thread (the simulator's clock decides what is
+        due); returns how many learners were refitted."""
+        done = 0
+        for learner in list(self.learners.values()):
+            if learner.fitting or not learner.due(self.clock()):
+                continue
+            pending = learner.pending
+            embed = self.embedder.embed if self.embedder is not None else None
+            fitted, errors = learner.fit_job(embed)()
+            self._install(learner, fitted, errors, pending)
+            done += 1
+        return done
+
+    def _install(self, learner: Learner, fitted, errors, pending: int) -> None:
+        learner.install(fitted, self.clock(), pending)
+        self.metrics.counters.refits += 1
+        self.metrics.version(learner.model, learner.version)
+        self.metrics.abs_errors(learner.model, errors)
 
     async def _maintain_loop(self) -> None:
         while True:

@@ -27,7 +27,7 @@ from replicas.direct import run_direct
 from replicas.config import ReplicaConfig
 from replicas.engine import EngineDeadError, ReplicaEngine, VLLMEngine
 from replicas.metrics import ReplicaMetrics
-from replicas.pause_budget import PauseBudget
+from replicas.pause_budget import PauseBudget, is_starved
 from replicas.policy import BatchLoad, ReplicaProfile, make_policy
 from replicas.profiling import default_profile, profile_engine
 from replicas.tool_calls import ToolCallParser
@@ -138,11 +138,10 @@ class ReplicaCore:
     async def enforce_budget(self, now_s: float) -> int:
         """Demote preserved sessions when KV or slots run short; returns how many."""
         sink = self.engine.stats_sink
-        victims = self.budget.to_demote(
-            self._kv_usage(), now_s,
-            starved=sink.num_waiting > 0 and (
-                sink.num_running + len(self.budget) >= self.config.engine.max_num_seqs
-                or self._kv_usage() > self.budget.kv_watermark * 0.9))
+        kv_usage = self._kv_usage()
+        victims = self.budget.to_demote(kv_usage, now_s, starved=is_starved(
+            sink.num_waiting, sink.num_running, len(self.budget),
+            self.config.engine.max_num_seqs, kv_usage, self.budget.kv_watermark))
         for v in victims:
             await v.demote()
         if victims:

@@ -1,5 +1,5 @@
-"""A vLLM stat logger that keeps the replica's latest engine state and its measured
-output throughput.  Throughput is tokens per second of *busy* engine time over a sliding
+"""What the replica's vLLM stat logger (:mod:`replicas.stat_logger`) keeps: the engine's
+latest state and its measured output throughput.  Throughput is tokens per second of *busy* engine time over a sliding
 window, so an idle replica keeps reporting how fast it was when it last worked — which is
 what the queue manager needs to compare replicas of different GPU classes."""
 
@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
-
-try:  # vLLM is optional for unit tests of this module's arithmetic
-    from vllm.v1.metrics.loggers import StatLoggerBase
-except ImportError:  # pragma: no cover - exercised only without vLLM
-    StatLoggerBase = object  # type: ignore[misc,assignment]
 
 
 class ThroughputWindow:
@@ -40,28 +36,11 @@ class ThroughputWindow:
         return tokens / busy_s if busy_s > 0 else 0.0
 
 
-class ReplicaStatLogger(StatLoggerBase):  # type: ignore[misc]
-    """Passed to ``AsyncLLM(stat_loggers=[...])`` through :func:`make_stat_logger_factory`."""
-
-    def __init__(self, vllm_config: Any = None, engine_index: int = 0, *,
-                 sink: EngineStatsSink | None = None) -> None:
-        self.sink = sink if sink is not None else EngineStatsSink()
-
-    def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
-               engine_idx: int = 0) -> None:
-        self.sink.record(scheduler_stats, iteration_stats)
-
-    def log_engine_initialized(self) -> None:
-        pass
-
-    def log(self) -> None:
-        pass
-
-
 class EngineStatsSink:
     """The latest scheduler state plus the throughput window."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self.num_running = 0
         self.num_waiting = 0
         self.kv_usage = 0.0
@@ -78,10 +57,13 @@ class EngineStatsSink:
         if iteration_stats is not None:
             tokens = iteration_stats.num_generation_tokens
             self.num_preempted_total += iteration_stats.num_preempted_reqs
-        self.throughput.add(time.monotonic(), tokens, was_busy)
+        self.throughput.add(self._clock(), tokens, was_busy)
 
 
 def make_stat_logger_factory(sink: EngineStatsSink):
+    """vLLM's stat-logger factory for ``sink`` (imports vLLM: the engine process only)."""
+    from replicas.stat_logger import ReplicaStatLogger
+
     def factory(vllm_config: Any, engine_index: int = 0) -> ReplicaStatLogger:
         return ReplicaStatLogger(vllm_config, engine_index, sink=sink)
     return factory

@@ -23,6 +23,14 @@ class PausedSession:
         return self.context_tokens * max(self.api_end_s - now_s, 0.0)
 
 
+def is_starved(num_waiting: int, num_running: int, num_paused: int, max_num_seqs: int,
+               kv_usage: float, kv_watermark: float) -> bool:
+    """Requests wait while paused sessions hold the slots or the KV they need: some wait,
+    and running plus paused fill every slot or KV usage is within 10 % of the watermark."""
+    return num_waiting > 0 and (num_running + num_paused >= max_num_seqs
+                                or kv_usage > kv_watermark * 0.9)
+
+
 class PauseBudget:
     def __init__(self, max_paused: int, kv_watermark: float) -> None:
         self.max_paused = max(max_paused, 0)

@@ -28,13 +28,13 @@ from predictor_service.types import Prediction
 from replicas.augmented import filler_tokens
 from replicas.engine import EngineSession, ReplicaEngine
 from replicas.pause_budget import PauseBudget, PausedSession
-from replicas.policy import BatchLoad, Outlook, Pause, ReplicaPolicy, ReplicaProfile, Strategy
+from replicas.policy import BatchLoad, Outlook, ReplicaPolicy, ReplicaProfile, Strategy
 from replicas.tool_calls import ToolCallParser
 from replicas.tools import ToolCall, ToolExecutor, ToolResult
+from replicas.turn_plan import TurnPlan, predicted_outlook
 from replicas.types import AugTurn, ReplicaRequest, SamplingSpec, TokenDelta
 
-#: Duration assumed for an API the predictor has no estimate of (its own prior).
-DEFAULT_API_S = 5.0
+__all__ = ["Flow", "TurnCounters", "TurnRunner", "outlook_extra", "predicted_outlook"]
 
 Predict = Callable[[ReplicaRequest, list[int], AugTurn], Awaitable[Prediction | None]]
 Tokenize = Callable[[str], list[int]]
@@ -42,24 +42,6 @@ Tokenize = Callable[[str], list[int]]
 
 def outlook_extra(o: Outlook) -> dict[str, Any]:
     return {"augserve": dataclasses.asdict(o)}
-
-
-def predicted_outlook(context_tokens: int, pred: Prediction | None, turn: AugTurn | None,
-                      ) -> Outlook:
-    """The outlook from a prediction (or the client's fallback numbers without one)."""
-    output = pred.output_tokens if pred is not None else 128.0
-    api_s = None
-    if turn is not None and turn.api_name is not None:
-        durations = {d.name: d.mean_s for d in (pred.api_durations if pred else ())}
-        api_s = durations.get(turn.api_name, DEFAULT_API_S)
-    return Outlook(context_tokens, output, api_s, 0, output if api_s is not None else 0.0)
-
-
-def oracle_outlook(context_tokens: int, turns: tuple[AugTurn, ...], index: int) -> Outlook:
-    t = turns[index]
-    after = float(sum(x.generate_tokens for x in turns[index + 1:]))
-    return Outlook(context_tokens, float(t.generate_tokens),
-                   t.api_duration_s if t.api_name else None, t.api_tokens, after)
 
 
 @dataclasses.dataclass(slots=True)
@@ -88,18 +70,12 @@ class TurnRunner:
         self._clock, self._sleep, self._on_pause = clock, sleep, on_pause
         self.counters = TurnCounters()
 
-    @property
-    def may_preserve(self) -> bool:
-        return self.policy.waste is not None and Strategy.PRESERVE in self.policy.allowed
-
-    async def _outlook(self, request: ReplicaRequest, index: int, history: list[int]) -> Outlook:
+    async def _outlook(self, request: ReplicaRequest, index: int, flow: Flow) -> Outlook:
         turns = request.augmentation or ()
-        if self.policy.oracle:
-            return oracle_outlook(len(history), turns, index)
         pred = request.prediction
-        if index > 0 and self._predict is not None:
-            pred = await self._predict(request, history, turns[index]) or pred
-        return predicted_outlook(len(history), pred, turns[index])
+        if not self.policy.oracle and index > 0 and self._predict is not None:
+            pred = await self._predict(request, flow.history, turns[index]) or pred
+        return flow.plan.outlook(turns, index, pred)
 
     async def run_tools(self, request: ReplicaRequest) -> AsyncIterator[TokenDelta]:
         """A request offering registered tools: each turn stops on ``</tool_call>``; the
@@ -173,7 +149,7 @@ class TurnRunner:
         flow = self.flow(request)
         try:
             for index, turn in enumerate(turns):
-                outlook = await self._outlook(request, index, flow.history)
+                outlook = await self._outlook(request, index, flow)
                 sampling = dataclasses.replace(
                     request.sampling, max_tokens=turn.generate_tokens,
                     min_tokens=turn.generate_tokens, ignore_eos=True, stop=())
@@ -191,12 +167,11 @@ class TurnRunner:
             await flow.close()
         yield flow.last_delta()
 
-    def _choose(self, history: list[int], outlook: Outlook,
+    def _choose(self, plan: TurnPlan, outlook: Outlook,
                 session: EngineSession | None) -> Strategy:
         can_preserve = (session is not None and not getattr(session, "closed", False)
                         and self.budget.can_preserve(self._kv_usage()))
-        pause = Pause(len(history), outlook.api_s if outlook.api_s is not None else DEFAULT_API_S)
-        return self.policy.strategy(pause, self._profile(), self._load(), can_preserve)
+        return plan.choose(outlook, self._profile(), self._load(), can_preserve)
 
     async def _call_api(self, request: ReplicaRequest, index: int, turn: AugTurn,
                         record: dict[str, Any]) -> list[int]:
@@ -232,6 +207,7 @@ class Flow:
         self.runner, self.request = runner, request
         self.history = list(request.prompt_token_ids)
         self.num_prompt = len(self.history)
+        self.plan = TurnPlan(runner.policy, len(self.history))
         self.timings: list[dict[str, Any]] = []
         self.record: dict[str, Any] = {}
         self.generated: list[int] = []
@@ -240,7 +216,6 @@ class Flow:
         self.session: EngineSession | None = None
         self._resume: list[int] | None = None  # tokens to send into a preserved session
         self._paused: PausedSession | None = None
-        self._fresh_tokens = 0
         self.exhausted = False
         self.index = 0
 
@@ -249,7 +224,7 @@ class Flow:
         r, rid = self.runner, f"{self.request.request_id}-t{index}"
         if self._resume is not None and self.session is not None:
             return self.session.turn(self._resume, sampling, extra), True
-        if r.may_preserve and not sampling.stop:  # sessions refuse stop strings
+        if self.plan.may_preserve and not sampling.stop:  # sessions refuse stop strings
             self.session = r.engine.open_session(rid, self.request.priority)
             return self.session.turn(self.history, sampling, extra), False
         sub = dataclasses.replace(self.request, request_id=rid, prompt_token_ids=list(self.history),
@@ -284,10 +259,8 @@ class Flow:
             cached = max(cached, delta.num_cached_tokens)
             delta.finish_reason, delta.num_prompt_tokens, delta.turn = None, self.num_prompt, index
             yield delta
-        # tokens that had KV before the call and were computed again (the call's result and
-        # the re-sent last token never had any)
-        recomputed = (0 if preserved or index == 0
-                      else max(len(self.history) - cached - self._fresh_tokens, 0))
+        assert preserved == self.plan.resumes_preserved, "the plan and the session disagree"
+        recomputed = self.plan.turn_done(index, len(generated), cached)
         r.counters.recomputed_tokens += recomputed
         ended = r._clock()
         self.record = {
@@ -306,7 +279,7 @@ class Flow:
         """Choose the strategy for the call after this turn and apply it; returns the
         ``api_call`` event to stream before the call runs."""
         r = self.runner
-        strategy = r._choose(self.history, outlook, self.session)
+        strategy = r._choose(self.plan, outlook, self.session)
         self.record["strategy"], self.record["api_name"] = strategy.value, api_name
         r.counters.calls_by_strategy[strategy.value] += 1
         if strategy is Strategy.PRESERVE and self.session is not None:
@@ -324,14 +297,16 @@ class Flow:
         """The call returned ``result`` tokens: the next turn resumes the preserved session
         (unless the budget demoted it) or starts anew on the whole history."""
         paused, self._paused = self._paused, None
+        demoted = False
         if paused is not None:
             self.runner.budget.release(self.request.request_id)
-            if paused.demoted:
+            demoted = paused.demoted
+            if demoted:
                 self.record["demoted"] = True
                 self.session = None
             else:
                 self._resume = self.generated[-1:] + result
-        self._fresh_tokens = len(result) + 1
+        self.plan.resume(len(result), demoted or paused is None)
         self.history += result
 
     async def close(self) -> None:

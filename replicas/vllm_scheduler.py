@@ -12,16 +12,16 @@ utility call (``call_utility_async("scheduler", payload)`` → :meth:`__call__`)
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from typing import Any
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from replicas.policy import (BatchLoad, OnlineFit, Outlook, RankKey, ReplicaPolicy,
-                             ReplicaProfile, StarvationGuard, make_policy, outlook_from_extra)
-from replicas.policy.waiting import RankedQueue
+from replicas.policy import Outlook, make_policy, outlook_from_extra
+from replicas.policy.profile import ReplicaProfile
+from replicas.policy.ranking import WaitingRanker
+from replicas.policy.waste import BatchLoad
 
 PINNED_VLLM_VERSION = "0.32.0"
 EXTRA_KEY = "augserve"
@@ -36,51 +36,19 @@ class AugserveScheduler(Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # not `self.policy`: vLLM's preemption reads that (its SchedulingPolicy)
-        self.replica_policy: ReplicaPolicy = make_policy("fcfs")
-        self.profile = ReplicaProfile(0.05, 10.0, 256, 0)
-        self.fit = OnlineFit(self.profile)
-        self.guard = StarvationGuard(100)
-        self.rerank_every_steps = 1
-        self.live_profile = True
-        self._scores: dict[str, float | None] = {}
-        self._load = BatchLoad()
-        self._steps = 0
+        self.ranker: WaitingRanker[Any] = WaitingRanker(outlook_of)
         self._step_started: float | None = None
         self._step_tokens = 0
         self.score_s_per_step: deque[float] = deque(maxlen=512)
         self.recent_steps: deque[tuple[int, float]] = deque(maxlen=256)
-        waiting = RankedQueue(self._key)
+        waiting = self.ranker.new_queue()
         for request in self.waiting:
             waiting.add_request(request)
         self.waiting = waiting  # type: ignore[assignment]
 
-    # -- order -------------------------------------------------------------------------
-    def _score(self, request: Any) -> float | None:
-        if not self.replica_policy.ranks:
-            return None
-        rid = request.request_id
-        if rid not in self._scores:
-            try:  # runs inside the engine core: a bad outlook must never kill it
-                o = outlook_of(request)
-                score = None if o is None else self.replica_policy.score(o, self.profile, self._load)
-            except (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError):
-                score = None
-            self._scores[rid] = score if score is None or math.isfinite(score) else None
-        return self._scores[rid]
-
-    def _key(self, request: Any) -> RankKey:
-        return RankKey.of(request.request_id, request.priority, request.arrival_time,
-                          self._score(request), self.guard.promoted(request.request_id))
-
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        self._steps += 1
-        if self.replica_policy.ranks and self._steps % self.rerank_every_steps == 0 and self.waiting:
-            self._load = self._batch_load()
-            if self.live_profile:
-                self.profile = self.fit.current()
-            self._scores.clear()
-            self.waiting.rekey()  # type: ignore[attr-defined]
+        self.ranker.before_step(self.waiting, self._batch_load)  # type: ignore[arg-type]
         before = {id(r) for r in self.waiting}
         spent = time.perf_counter() - started
         out = super().schedule(*args, **kwargs)
@@ -92,39 +60,30 @@ class AugserveScheduler(Scheduler):
         return out
 
     def _after_schedule(self, out: Any, before: set[int]) -> None:
-        if not out.scheduled_new_reqs:
-            return
         admitted = []
         for new in out.scheduled_new_reqs:
             request = self.requests.get(new.req_id)
             if request is not None and id(request) in before:
-                admitted.append(request.arrival_time)
-            self.guard.forget(new.req_id)
-            self._scores.pop(new.req_id, None)
-        if self.replica_policy.ranks or self.guard.threshold_steps is not None:
-            waiting = [(r.request_id, r.arrival_time) for r in self.waiting]
-            if self.guard.after_step(waiting, admitted):
-                self.waiting.rekey()  # type: ignore[attr-defined]
+                admitted.append(request)
+            else:
+                self.ranker.forget(new.req_id)
+        self.ranker.after_step(self.waiting, admitted)  # type: ignore[arg-type]
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         if self._step_started is not None:
             step_ms = (time.perf_counter() - self._step_started) * 1000
-            self.fit.add(self._step_tokens, step_ms)
+            self.ranker.record_step(self._step_tokens, step_ms)
             self.recent_steps.append((self._step_tokens, step_ms))
             self._step_started = None
         out = super().update_from_output(scheduler_output, model_runner_output)
-        if self._steps % 64 == 0:  # forget requests that left by any path
-            for rid in [r for r in self._scores if r not in self.requests]:
-                del self._scores[rid]
-            for rid in [r for r in self.guard.ids() if r not in self.requests]:
-                self.guard.forget(rid)
+        if self.ranker.num_steps % 64 == 0:  # forget requests that left by any path
+            self.ranker.forget_missing(self.requests)
         return out
 
     def finish_requests(self, request_ids: Any, finished_status: Any) -> Any:
         ids = [request_ids] if isinstance(request_ids, str) else list(request_ids or ())
         for rid in ids:
-            self.guard.forget(rid)
-            self._scores.pop(rid, None)
+            self.ranker.forget(rid)
         return super().finish_requests(request_ids, finished_status)
 
     def _batch_load(self) -> BatchLoad:
@@ -134,13 +93,11 @@ class AugserveScheduler(Scheduler):
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         op = payload.get("op")
         if op == "configure":
-            self.replica_policy = make_policy(payload["policy"])
-            self.profile = ReplicaProfile(**payload["profile"])
-            self.fit = OnlineFit(self.profile)
-            self.guard = StarvationGuard(payload.get("starvation_threshold_steps"))
-            self.rerank_every_steps = max(1, int(payload.get("rerank_every_steps", 1)))
-            self.live_profile = bool(payload.get("live_profile", True))
-            self._scores.clear()
+            self.ranker.configure(
+                make_policy(payload["policy"]), ReplicaProfile(**payload["profile"]),
+                starvation_threshold_steps=payload.get("starvation_threshold_steps"),
+                rerank_every_steps=int(payload.get("rerank_every_steps", 1)),
+                live_profile=bool(payload.get("live_profile", True)))
             self.waiting.rekey()  # type: ignore[attr-defined]
             return self._state()
         if op == "state":
@@ -154,7 +111,7 @@ class AugserveScheduler(Scheduler):
         pool = self.kv_cache_manager.block_pool
         times = sorted(self.score_s_per_step)
         return {
-            "policy": self.replica_policy.name,
+            "policy": self.ranker.policy.name,
             "kv_usage": float(self.kv_cache_manager.usage),
             "num_free_blocks": int(pool.get_num_free_blocks()),
             "num_total_blocks": int(self.cache_config.num_gpu_blocks or 0),
@@ -165,11 +122,11 @@ class AugserveScheduler(Scheduler):
             "max_num_seqs": int(self.max_num_active_reqs),
             "tokens_in_flight": self._step_tokens,
             "running_tokens": self._batch_load().running_tokens,
-            "num_starvation_promotions": self.guard.num_promotions,
-            "num_steps": self._steps,
+            "num_starvation_promotions": self.ranker.guard.num_promotions,
+            "num_steps": self.ranker.num_steps,
             "score_ms_per_step_p50": 1000 * times[len(times) // 2] if times else 0.0,
             "score_ms_per_step_max": 1000 * times[-1] if times else 0.0,
-            "live_profile": self.fit.current().to_json(),
-            "num_live_steps": self.fit.num_steps,
+            "live_profile": self.ranker.fit.current().to_json(),
+            "num_live_steps": self.ranker.fit.num_steps,
             "waiting_order": [r.request_id for r in list(self.waiting)[:64]],
         }

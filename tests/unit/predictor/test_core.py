@@ -310,3 +310,21 @@ async def test_embedding_knn_core_on_a_fake_embedder(make_core, monkeypatch):
     assert (short.output_tokens, short.output_tokens_p90) == (10.0, 10.0)
     assert (long_.output_tokens, long_.output_tokens_p90) == (300.0, 300.0)
     assert {SHORT.prompt_text, LONG.prompt_text} <= set(embedder.texts)
+
+
+def test_predict_now_and_refit_now_run_in_the_callers_thread_on_its_clock():
+    from predictor_service.config import PredictorConfig
+    from predictor_service.core import PredictorCore
+    from predictor_service.types import LengthQuery, Observation
+    now = [0.0]
+    core = PredictorCore(PredictorConfig(length_model="hashed-linear", min_history=8,
+                                         refit_every=8), clock=lambda: now[0])
+    q = LengthQuery(model="m", prompt_token_ids=(1, 2, 3), prompt_tokens=3, api_names=("s",))
+    before = core.predict_now([q])[0]
+    assert before.fallback and before.api_durations[0].name == "s"
+    for i in range(8):
+        core.observe([Observation(model="m", prompt_token_ids=(1, 2, 3), prompt_tokens=3,
+                                  output_tokens_per_turn=(40,), api_calls=(("s", 2.0),))])
+    assert core.refit_now() == 1
+    after = core.predict_now([q])[0]
+    assert not after.fallback and after.predictor_version == 1
