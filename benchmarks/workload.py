@@ -92,6 +92,24 @@ class Workload:
         return Workload(self.name, [self.requests[i] for i in picked],
                         {**self.meta, "limit": limit, "subset_seed": seed})
 
+    def sampled(self, n: int, seed: int = 0, salt: bool = True) -> Workload:
+        """``n`` requests drawn with replacement (the papers' pool), order of drawing kept.
+        Copies get unique ids (``id#k``); with ``salt`` every copy's prompt starts with a
+        token of its own, so that copies share no prefix-cache block."""
+        rng = random.Random(seed)
+        counts: dict[str, int] = {}
+        reqs = []
+        for _ in range(n):
+            r = self.requests[rng.randrange(len(self.requests))]
+            k = counts[r.request_id] = counts.get(r.request_id, 0) + 1
+            rid = f"{r.request_id}#{k}"
+            prompt = r.prompt_token_ids
+            if salt and prompt is not None:
+                prompt = (SYNTH_BASE_ID + random.Random(rid).randrange(SYNTH_SPAN),) + prompt[1:]
+            reqs.append(dataclasses.replace(r, request_id=rid, prompt_token_ids=prompt))
+        return Workload(self.name, reqs, {**self.meta, "sampled_with_replacement": n,
+                                          "sample_seed": seed, "salted": salt})
+
     def scaled(self, time_scale: float) -> Workload:
         """API durations and arrival gaps multiplied by ``time_scale``."""
         if time_scale == 1.0:

@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--rates", default="250,500,1000")
     k.add_argument("--seconds", type=float, default=5.0)
     p.set_defaults(func=_bench)
+    from simulator.cli import add_parser as add_simulate
+    add_simulate(sub)
     return parser
 
 

@@ -1,0 +1,290 @@
+"""The engine model of one replica: vLLM 0.32's V1 scheduler (``Scheduler.schedule`` in
+``vllm/v1/core/sched/scheduler.py``) reduced to what decides who runs, on the KV cache of
+:mod:`simulator.kv`, with the replica's waiting order from the shared
+:class:`~replicas.policy.ranking.WaitingRanker`.  Line references are to that file.
+
+One :meth:`EngineModel.step`:
+
+1. **Running first, in order** (l. 631–836): each running request gets
+   ``num_tokens − num_computed_tokens`` tokens (a decode: 1; a prefill: the rest of its
+   prompt), capped by the step's token budget (chunked prefill).  When its blocks do not
+   fit, the running request of largest ``(priority, arrival_time)`` is preempted (priority
+   policy, l. 735): blocks freed, ``num_computed_tokens = 0``, back to ``waiting``
+   (``_preempt_request``, l. 1571), its scheduled tokens returned to the budget; if it was
+   the request itself, the running pass stops.
+2. **Admission only when nothing was preempted this step** (l. 886).  ``kv_holding_waiting``
+   (requests that hold KV: a resumed streaming session) is drained before ``waiting``
+   (l. 913); paused sessions there are skipped and put back (l. 904); admission stops at
+   ``max_num_seqs`` counting paused sessions (l. 922), at the first request whose blocks
+   do not fit (l. 1270: the whole sequence must fit, ``scheduler_reserve_full_isl``, and the
+   watermark be left when something runs), or when the budget is spent.  A request with
+   no computed tokens first looks up the prefix cache (l. 951).
+3. **Outputs**: a request whose computed tokens reach its length samples one token; a
+   turn that reaches its ``max_tokens`` ends — a plain request is freed, a streaming
+   session pauses holding its blocks and a slot, its last token dropped from the context
+   (the next chunk re-sends it, VLLM_NOTES.md).
+
+Not modelled: speculative decoding, KV connectors, encoders, LoRA, async scheduling (the
+CPU platform turns it off), ``long_prefill_token_threshold`` (0 by default).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from replicas.policy import BatchLoad, Outlook
+from replicas.policy.ranking import WaitingRanker
+from replicas.policy.waiting import RankedQueue
+from simulator.cost import StepShape
+from simulator.kv import KvCache, KvSeq
+
+
+class SeqStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    #: A streaming session between two turns (vLLM's WAITING_FOR_STREAMING_REQ).
+    PAUSED = "paused"
+    FINISHED = "finished"
+
+
+@dataclass(slots=True, eq=False)
+class EngineRequest(KvSeq):
+    """One engine request (a turn, or a streaming session of several)."""
+
+    priority: int = 0
+    arrival_time: float = 0.0
+    #: Tokens this turn may generate; the turn ends when it has.
+    max_tokens: int = 1
+    num_turn_tokens: int = 0
+    status: SeqStatus = SeqStatus.WAITING
+    session: bool = False
+    num_preemptions: int = 0
+    #: Prefix-cache hit tokens at its last admission.
+    num_cached_tokens: int = 0
+    outlook: Outlook | None = None
+    #: Tokens restored from the CPU swap pool at admission (swap-in), once.
+    swapped_in_tokens: int = 0
+    #: A paused session's last sampled token, out of the context until it resumes.
+    dropped_token: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLimits:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int
+    full_sequence_must_fit: bool = True
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one step did."""
+
+    shape: StepShape
+    #: (request, tokens) in scheduling order.
+    scheduled: list[tuple[EngineRequest, int]] = field(default_factory=list)
+    admitted: list[EngineRequest] = field(default_factory=list)
+    #: Of those, the ones taken from ``waiting`` as new (not preempted): the starvation
+    #: pass counts against them, as the vLLM subclass counts ``scheduled_new_reqs``.
+    admitted_new: list[EngineRequest] = field(default_factory=list)
+    preempted: list[EngineRequest] = field(default_factory=list)
+    #: Requests that sampled a token this step.
+    sampled: list[EngineRequest] = field(default_factory=list)
+    #: Requests whose turn ended this step (finished or paused).
+    turn_ended: list[EngineRequest] = field(default_factory=list)
+    swap_in_tokens: int = 0
+
+
+class EngineModel:
+    def __init__(self, limits: EngineLimits, kv: KvCache, ranker: WaitingRanker[Any],
+                 next_token: Callable[[EngineRequest], int]) -> None:
+        self.limits = limits
+        self.kv = kv
+        self.ranker = ranker
+        self.running: list[EngineRequest] = []
+        self.waiting: RankedQueue[EngineRequest] = ranker.new_queue()
+        #: Requests holding KV outside ``running`` (paused or resumed sessions), in
+        #: (priority, arrival) order as vLLM's priority queue.
+        self.kv_holding: list[EngineRequest] = []
+        self._next_token = next_token
+        self.num_paused = 0
+        self.num_preemptions = 0
+        self.num_steps = 0
+        self.last_step_tokens = 0
+
+    # ---- requests in ----------------------------------------------------------------
+    def add(self, request: EngineRequest) -> None:
+        request.status = SeqStatus.WAITING
+        self.waiting.add_request(request)
+
+    def resume(self, request: EngineRequest, tokens: list[int], max_tokens: int) -> None:
+        """The next chunk of a paused session: the re-sent last token and ``tokens`` join
+        the context it holds."""
+        assert request.status is SeqStatus.PAUSED and request.dropped_token is not None
+        self.num_paused -= 1
+        request.token_ids.append(request.dropped_token)
+        request.token_ids.extend(tokens)
+        request.dropped_token = None
+        request.max_tokens, request.num_turn_tokens = max_tokens, 0
+        request.status = SeqStatus.WAITING  # it stays in kv_holding, now ready
+
+    def close(self, request: EngineRequest) -> None:
+        """End a request wherever it is (abort, session closed, demoted): blocks freed."""
+        if request.status is SeqStatus.FINISHED:
+            return
+        if request.status is SeqStatus.PAUSED:
+            self.num_paused -= 1
+        if request in self.running:
+            self.running.remove(request)
+        elif request in self.kv_holding:
+            self.kv_holding.remove(request)
+        elif request in self.waiting:
+            self.waiting.remove_request(request)
+        self.ranker.forget(request.request_id)
+        self.kv.free(request.request_id)
+        request.status = SeqStatus.FINISHED
+
+    def _hold(self, request: EngineRequest) -> None:
+        key = (request.priority, request.arrival_time)
+        i = len(self.kv_holding)
+        while i > 0 and (self.kv_holding[i - 1].priority, self.kv_holding[i - 1].arrival_time) > key:
+            i -= 1
+        self.kv_holding.insert(i, request)
+
+    # ---- state ------------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return bool(self.running) or bool(self.waiting) or any(
+            r.status is not SeqStatus.PAUSED for r in self.kv_holding)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting) + len(self.kv_holding) - self.num_paused
+
+    def batch_load(self) -> BatchLoad:
+        return BatchLoad(self.last_step_tokens, sum(r.num_computed_tokens for r in self.running))
+
+    # ---- one step ---------------------------------------------------------------------
+    def step(self) -> StepResult:
+        self.num_steps += 1
+        self.ranker.before_step(self.waiting, self.batch_load)
+        out = StepResult(StepShape())
+        budget = self._schedule_running(out, self.limits.max_num_batched_tokens)
+        if not out.preempted:
+            self._admit(out, budget)
+        self.ranker.after_step(self.waiting, out.admitted_new)
+        self._outputs(out)
+        self.last_step_tokens = out.shape.num_tokens
+        return out
+
+    def _schedule_running(self, out: StepResult, budget: int) -> int:
+        scheduled: dict[str, int] = {}
+        i = 0
+        while i < len(self.running) and budget > 0:
+            request = self.running[i]
+            n = min(request.num_tokens - request.num_computed_tokens, budget,
+                    self.limits.max_model_len - request.num_computed_tokens)
+            if n <= 0:
+                i += 1
+                continue
+            while not self.kv.allocate_slots(request, n):
+                victim = max(self.running, key=lambda r: (r.priority, r.arrival_time))
+                j = self.running.index(victim)
+                del self.running[j]
+                if j < i:
+                    i -= 1
+                budget += scheduled.pop(victim.request_id, 0)
+                self._preempt(victim)
+                out.preempted.append(victim)
+                if victim is request:
+                    break
+            else:
+                scheduled[request.request_id] = n
+                budget -= n
+                i += 1
+                continue
+            break
+        by_id = {r.request_id: r for r in self.running}
+        out.scheduled.extend((by_id[rid], n) for rid, n in scheduled.items())
+        return budget
+
+    def _preempt(self, request: EngineRequest) -> None:
+        self.kv.free(request.request_id)
+        request.num_computed_tokens = 0
+        request.status = SeqStatus.PREEMPTED
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.add_request(request)  # vLLM's prepend_request: the queue's own order
+
+    def _admit(self, out: StepResult, budget: int) -> None:
+        skipped: list[EngineRequest] = []
+        while budget > 0 and (self.kv_holding or self.waiting):
+            if len(self.running) + self.num_paused >= self.limits.max_num_seqs:
+                break
+            holding = bool(self.kv_holding)
+            request = self.kv_holding[0] if holding else self.waiting.peek_request()
+            if request.status is SeqStatus.PAUSED:  # blocked: skip, put back after
+                skipped.append(self.kv_holding.pop(0))
+                continue
+            hit: list[int] = []
+            if request.num_computed_tokens == 0:
+                hit, computed = self.kv.computed_blocks(request)
+                computed = max(computed, request.swapped_in_tokens)
+            else:
+                computed = request.num_computed_tokens
+            n = min(request.num_tokens - computed, budget)
+            restored = computed - len(hit) * self.kv.block_size
+            if not self.kv.allocate_slots(request, n + restored, hit, len(hit) * self.kv.block_size,
+                                          waiting=True, has_scheduled=bool(self.running),
+                                          full_sequence_must_fit=self.limits.full_sequence_must_fit):
+                break
+            if holding:
+                self.kv_holding.pop(0)
+            else:
+                self.waiting.pop_request()
+                if request.status is SeqStatus.WAITING:
+                    out.admitted_new.append(request)
+            out.swap_in_tokens += restored
+            request.swapped_in_tokens = 0
+            request.num_cached_tokens = len(hit) * self.kv.block_size
+            request.num_computed_tokens = computed
+            request.status = SeqStatus.RUNNING
+            self.running.append(request)
+            out.admitted.append(request)
+            out.scheduled.append((request, n))
+            budget -= n
+        for request in skipped:
+            self._hold(request)
+
+    def _outputs(self, out: StepResult) -> None:
+        shape = out.shape
+        for request, n in out.scheduled:
+            shape.num_tokens += n
+            shape.num_seqs += 1
+            if request.num_computed_tokens < request.num_tokens - 1 or n > 1:
+                shape.num_prefill_tokens += n
+            shape.context_tokens += request.num_computed_tokens + n
+            request.num_computed_tokens += n
+            if request.num_computed_tokens < request.num_tokens:
+                continue  # a prefill chunk: no token yet
+            request.token_ids.append(self._next_token(request))
+            request.num_turn_tokens += 1
+            out.sampled.append(request)
+            if request.num_turn_tokens >= request.max_tokens:
+                out.turn_ended.append(request)
+                self._end_turn(request)
+
+    def _end_turn(self, request: EngineRequest) -> None:
+        self.running.remove(request)
+        if request.session:
+            request.dropped_token = request.token_ids.pop()  # the next chunk re-sends it
+            request.status = SeqStatus.PAUSED
+            self.num_paused += 1
+            self._hold(request)
+        else:
+            self.ranker.forget(request.request_id)
+            self.kv.free(request.request_id)
+            request.status = SeqStatus.FINISHED
