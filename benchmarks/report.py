@@ -150,3 +150,20 @@ def summary_table(result: dict[str, Any]) -> str:
                      + (f", by class: {s['failed_per_class']}" if s.get("failed_per_class")
                         else ""))
     return "\n".join(lines)
+
+
+def compare_table(results: list[dict[str, Any]]) -> str:
+    """One row per (config, rate): the figures the papers compare."""
+    def f(v: Any, fmt: str = "{:.2f}") -> str:
+        return "-" if v is None else fmt.format(v)
+    lines = ["| config | rate | completed / failed | e2e mean / p99 s | TTFT mean / p99 s | "
+             "normalized s/token | SLO attainment | output tok/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        s = r["summary"]
+        lines.append(
+            f"| {Path(r['config']).stem} | {r['rate_rps']:g} | {s['completed']} / {s['failed']} "
+            f"| {f(s['mean_e2e_s'])} / {f(s['p99_e2e_s'])} | {f(s['mean_ttft_s'])} / "
+            f"{f(s['p99_ttft_s'])} | {f(s['mean_normalized_latency_s'], '{:.4f}')} "
+            f"| {s['slo_attainment'] * 100:.1f}% | {s['output_tokens_per_s']:.0f} |")
+    return "\n".join(lines)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.client import EndpointError, probe, run_workload
 from benchmarks.generators import ARRIVAL_KINDS, ArrivalProcess, infercept_workload
 from benchmarks.metrics import summarize
-from benchmarks.report import plot_compare, results_object, summary_table, write_run
+from benchmarks.report import (compare_table, plot_compare, results_object, summary_table,
+                               write_run)
 from benchmarks.slo import (DEFAULT_SLO_SHARES, SettingsError, SLOTargets, check_shares,
                             fetch_slo_targets, parse_shares)
 from benchmarks.trace import load_trace
@@ -272,6 +273,7 @@ def main_compare(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(results, indent=2))
     plot_compare(out, results)
+    print(compare_table(results))
     print(f"wrote {out}/compare.json, {out}/compare.png and {out}/compare_slo.png")
     return 0
 

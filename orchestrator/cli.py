@@ -53,6 +53,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.bench == "queue-dispatch":
         from benchmarks.queue_dispatch import main as queue_dispatch_main
         return queue_dispatch_main(args)
+    if args.bench == "step-profile":
+        from benchmarks.step_profile import main as step_profile_main
+        return step_profile_main(args)
     if args.bench == "client":
         from benchmarks.client_capacity import main as client_main
         return client_main(args)
@@ -120,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_lamps_overhead(bench)
     from benchmarks.queue_dispatch import add_parser as add_queue_dispatch
     add_queue_dispatch(bench)
+    from benchmarks.step_profile import add_parser as add_step_profile
+    add_step_profile(bench)
     k = bench.add_parser("client", help="open-loop rate the load client sustains")
     k.add_argument("--rates", default="250,500,1000")
     k.add_argument("--seconds", type=float, default=5.0)

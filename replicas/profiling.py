@@ -13,6 +13,7 @@ import uuid
 from replicas.config import ProfilingConfig
 from replicas.engine import ReplicaEngine
 from replicas.policy import ReplicaProfile, profile_from_points
+from replicas.policy.profile import StepRecord
 from replicas.types import ReplicaRequest, SamplingSpec
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ async def profile_engine(engine: ReplicaEngine, cfg: ProfilingConfig, model: str
                                  SamplingSpec(max_tokens=1, ignore_eos=True))
             async for _ in engine.generate(req):
                 pass
-            steps = (await engine.scheduler_call({"op": "steps"}))["steps"]
-            prefill = [ms for tokens, ms in steps if tokens >= n * 0.5]
+            steps = [StepRecord(**s) for s in (await engine.scheduler_call({"op": "steps"}))["steps"]]
+            prefill = [s.step_ms for s in steps if s.num_tokens >= n * 0.5]
             if prefill:
                 times.append(max(prefill))
         if times:

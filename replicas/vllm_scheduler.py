@@ -12,6 +12,7 @@ utility call (``call_utility_async("scheduler", payload)`` → :meth:`__call__`)
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from typing import Any
@@ -19,11 +20,13 @@ from typing import Any
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from replicas.policy import Outlook, make_policy, outlook_from_extra
-from replicas.policy.profile import ReplicaProfile
+from replicas.policy.profile import ReplicaProfile, StepRecord
 from replicas.policy.ranking import WaitingRanker
 from replicas.policy.waste import BatchLoad
 
 PINNED_VLLM_VERSION = "0.32.0"
+#: Timed steps kept between two "steps" calls.
+STEP_RING = 4096
 EXTRA_KEY = "augserve"
 
 
@@ -39,8 +42,9 @@ class AugserveScheduler(Scheduler):
         self.ranker: WaitingRanker[Any] = WaitingRanker(outlook_of)
         self._step_started: float | None = None
         self._step_tokens = 0
+        self._step = StepRecord(0, 0, 0, 0, 0.0)  # the step running now, untimed
         self.score_s_per_step: deque[float] = deque(maxlen=512)
-        self.recent_steps: deque[tuple[int, float]] = deque(maxlen=256)
+        self.recent_steps: deque[StepRecord] = deque(maxlen=STEP_RING)
         waiting = self.ranker.new_queue()
         for request in self.waiting:
             waiting.add_request(request)
@@ -56,8 +60,25 @@ class AugserveScheduler(Scheduler):
         self._after_schedule(out, before)
         self.score_s_per_step.append(spent + time.perf_counter() - started)
         self._step_tokens = out.total_num_scheduled_tokens
-        self._step_started = time.perf_counter() if self._step_tokens else None
+        if self._step_tokens:
+            self._step = self._shape(out.num_scheduled_tokens)
+            self._step_started = time.perf_counter()
+        else:
+            self._step_started = None
         return out
+
+    def _shape(self, scheduled: dict[str, int]) -> StepRecord:
+        """The batch of the step just scheduled, untimed (vLLM has already advanced each
+        request's ``num_computed_tokens`` by its tokens)."""
+        prefill = context = 0
+        for rid, n in scheduled.items():
+            r = self.requests.get(rid)
+            if r is None:
+                continue
+            context += r.num_computed_tokens
+            if n > 1 or r.num_computed_tokens < r.num_tokens:
+                prefill += n
+        return StepRecord(sum(scheduled.values()), len(scheduled), prefill, context, 0.0)
 
     def _after_schedule(self, out: Any, before: set[int]) -> None:
         admitted = []
@@ -73,7 +94,7 @@ class AugserveScheduler(Scheduler):
         if self._step_started is not None:
             step_ms = (time.perf_counter() - self._step_started) * 1000
             self.ranker.record_step(self._step_tokens, step_ms)
-            self.recent_steps.append((self._step_tokens, step_ms))
+            self.recent_steps.append(dataclasses.replace(self._step, step_ms=step_ms))
             self._step_started = None
         out = super().update_from_output(scheduler_output, model_runner_output)
         if self.ranker.num_steps % 64 == 0:  # forget requests that left by any path
@@ -102,9 +123,9 @@ class AugserveScheduler(Scheduler):
             return self._state()
         if op == "state":
             return self._state()
-        if op == "steps":  # (tokens, ms) of the steps since the last call (profiling)
-            steps, self.recent_steps = list(self.recent_steps), deque(maxlen=256)
-            return {"steps": steps}
+        if op == "steps":  # StepRecord fields of the steps since the last call (profiling)
+            steps, self.recent_steps = list(self.recent_steps), deque(maxlen=STEP_RING)
+            return {"steps": [dataclasses.asdict(s) for s in steps]}
         raise ValueError(f"unknown scheduler utility op {op!r}")
 
     def _state(self) -> dict[str, Any]:

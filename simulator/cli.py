@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.report import plot_compare
+from benchmarks.report import compare_table, plot_compare
 from benchmarks.runner import add_workload_args, compare_defaults, load_workload, resolve_settings
 from benchmarks.slo import SettingsError, check_shares
 from benchmarks.workload import WorkloadError
@@ -104,6 +104,7 @@ def _write_compare(out: Path, results: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(results, indent=2))
     plot_compare(out, results)
+    print(compare_table(results))
     print(f"wrote {out}/compare.json, compare.png, compare_slo.png and one directory per run")
 
 

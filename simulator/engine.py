@@ -5,20 +5,20 @@
 
 One :meth:`EngineModel.step`:
 
-1. **Running first, in order** (l. 631–836): each running request gets
+1. **Running first, in order** (l. 659–868): each running request gets
    ``num_tokens − num_computed_tokens`` tokens (a decode: 1; a prefill: the rest of its
    prompt), capped by the step's token budget (chunked prefill).  When its blocks do not
    fit, the running request of largest ``(priority, arrival_time)`` is preempted (priority
-   policy, l. 735): blocks freed, ``num_computed_tokens = 0``, back to ``waiting``
-   (``_preempt_request``, l. 1571), its scheduled tokens returned to the budget; if it was
+   policy, l. 797): blocks freed, ``num_computed_tokens = 0``, back to ``waiting``
+   (``_preempt_request``, l. 1571–1613), its scheduled tokens returned to the budget; if it was
    the request itself, the running pass stops.
-2. **Admission only when nothing was preempted this step** (l. 886).  ``kv_holding_waiting``
+2. **Admission only when nothing was preempted this step** (l. 900).  ``kv_holding_waiting``
    (requests that hold KV: a resumed streaming session) is drained before ``waiting``
-   (l. 913); paused sessions there are skipped and put back (l. 904); admission stops at
-   ``max_num_seqs`` counting paused sessions (l. 922), at the first request whose blocks
-   do not fit (l. 1270: the whole sequence must fit, ``scheduler_reserve_full_isl``, and the
+   (l. 915); paused sessions there are skipped and put back (l. 904–911); admission stops at
+   ``max_num_seqs`` counting paused sessions (l. 923), at the first request whose blocks
+   do not fit (l. 1262–1275: the whole sequence must fit, ``scheduler_reserve_full_isl``, and the
    watermark be left when something runs), or when the budget is spent.  A request with
-   no computed tokens first looks up the prefix cache (l. 951).
+   no computed tokens first looks up the prefix cache (l. 967; ``kv_cache_manager.py`` l. 295).
 3. **Outputs**: a request whose computed tokens reach its length samples one token; a
    turn that reaches its ``max_tokens`` ends — a plain request is freed, a streaming
    session pauses holding its blocks and a slot, its last token dropped from the context

@@ -67,6 +67,8 @@ class SimFleet:
         self._stats_period_s = {r.name: r.stats_period_s for r in app.replicas}
         self._arrivals_left = 0
         self.end_s: float | None = None
+        #: Called once per request that ends (completed or failed): progress.
+        self.on_request_end: Callable[[], None] = lambda: None
 
     # ---- the run -------------------------------------------------------------------------
     def run(self, workload: Workload, model: str, window_s: float | None) -> list[RequestRecord]:
@@ -141,6 +143,7 @@ class SimFleet:
         p.record.status, p.record.error = status, error
         p.record.end_s = self.loop.now_s
         self.pending.pop(p.queued.request_id, None)
+        self.on_request_end()
 
     # ---- the queue manager's calls --------------------------------------------------------
     def _pump(self) -> None:
@@ -172,6 +175,7 @@ class SimFleet:
         r.output_tokens, r.turn_tokens = call.output_tokens, list(call.turn_tokens)
         r.api_time_s = sum(call.api_wait_s)
         self.pending.pop(call.request_id, None)
+        self.on_request_end()
         self.dispatcher.complete(call.request_id, Outcome.COMPLETED, self._slo_met(p))
         if self.app.predictor.enabled:
             names = [t.api_name for t in p.turns if t.api_name]

@@ -81,8 +81,15 @@ def run_once(cfg: SimFleetConfig, workload: Workload, rate: float, settings: Rep
     model = cfg.app.replicas[0].model_name
     fleet = SimFleet(cfg.app, setups, None, opts.seed)  # type: ignore[arg-type]
     fleet.predictions = _predictions(cfg, opts, fleet)
+    from tqdm import tqdm
+    bar = tqdm(total=len(w.requests), unit="req", disable=not settings.progress, file=sys.stderr,
+               desc=f"{Path(label).stem} @ {rate:g}/s")
+    fleet.on_request_end = lambda: bar.update(1)
     started = time.perf_counter()
-    records = fleet.run(w, model, opts.duration_s)
+    try:
+        records = fleet.run(w, model, opts.duration_s)
+    finally:
+        bar.close()
     wall_s = time.perf_counter() - started
     end_s = opts.duration_s if opts.duration_s is not None else (fleet.end_s or START_S) - START_S
     targets = slo_targets(cfg)

@@ -12,6 +12,21 @@ from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One timed engine step: the batch it processed and how long it took."""
+
+    #: Tokens computed in the step (prefill chunks and decodes).
+    num_tokens: int
+    num_seqs: int
+    #: Of ``num_tokens``, those of prefill chunks (a decode is one token of a request
+    #: whose prompt is done).
+    num_prefill_tokens: int
+    #: Context the step's sequences attend to: their computed tokens after it, summed.
+    context_tokens: int
+    step_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaProfile:
     a_ms_per_token: float
     c_ms: float

@@ -183,7 +183,7 @@ async def test_preserve_keeps_the_kv_and_computes_only_new_tokens(harness):
     assert paused["num_paused_sessions"] == 1 and paused["kv_usage"] > 0
     # after the first prefill, no step processed more than the call's 10 tokens + the
     # re-sent last token: the 308-token history was not recomputed
-    sizes = sorted(t for t, _ in steps)
+    sizes = sorted(s["num_tokens"] for s in steps)
     assert sizes[-1] >= 300 and sizes[-2] <= 11, sizes[-4:]
     assert (await _idle(harness))["kv_usage"] == 0.0
 
