@@ -63,7 +63,8 @@ class EngineRequest(KvSeq):
     status: SeqStatus = SeqStatus.WAITING
     session: bool = False
     num_preemptions: int = 0
-    #: Prefix-cache hit tokens at its last admission.
+    #: Tokens it did not compute at its last admission: prefix-cache hits and swapped-in
+    #: tokens (vLLM's ``num_cached_tokens`` counts a connector's tokens too).
     num_cached_tokens: int = 0
     outlook: Outlook | None = None
     #: Tokens restored from the CPU swap pool at admission (swap-in), once.
@@ -249,7 +250,7 @@ class EngineModel:
                     out.admitted_new.append(request)
             out.swap_in_tokens += restored
             request.swapped_in_tokens = 0
-            request.num_cached_tokens = len(hit) * self.kv.block_size
+            request.num_cached_tokens = computed  # prefix-cache hits and swapped-in tokens
             request.num_computed_tokens = computed
             request.status = SeqStatus.RUNNING
             self.running.append(request)

@@ -16,7 +16,6 @@ requests still in flight when the window closes are counted as unfinished (statu
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,16 +50,14 @@ class _Pending:
 
 class SimFleet:
     def __init__(self, app: AppConfig, setups: list[ReplicaSetup], predictions: Predictions,
-                 seed: int, plan_node_limit: int | None = 2000) -> None:
+                 loop: EventLoop, plan_node_limit: int | None = 2000) -> None:
         self.app = app
-        self.loop = EventLoop()
+        self.loop = loop
         self.loop.now_s = START_S
-        self.rng = random.Random(seed)
         self.predictions = predictions
         self.dispatcher = Dispatcher(app.queue, self.loop.clock, slo_classes=dict(app.slo_classes))
         _deterministic_plan(self.dispatcher, plan_node_limit)
-        self.replicas = {s.replica_id: SimReplica(s, self.loop, random.Random(self.rng.random()))
-                         for s in setups}
+        self.replicas = {s.replica_id: SimReplica(s, self.loop) for s in setups}
         self._model_of = {r.model_name: r for r in app.replicas}
         self.pending: dict[str, _Pending] = {}
         self.records: list[RequestRecord] = []

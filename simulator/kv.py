@@ -109,21 +109,31 @@ class KvCache:
                        ) -> bool:
         watermark = self.watermark_blocks if (waiting and has_scheduled) else 0
         computed = seq.num_computed_tokens + num_hit_tokens
+        total = computed + num_new_tokens
         if full_sequence_must_fit and (self._needed(seq, seq.num_tokens, hit) + watermark
                                        > len(self._free)):
             return False
-        if self._needed(seq, computed + num_new_tokens, hit) + watermark > len(self._free):
-            return False
-        blocks = self._blocks.setdefault(seq.request_id, [])
-        for b in hit:  # touch: out of the free queue, one more reference
-            if self._ref[b] == 0:
-                del self._free[b]
-            self._ref[b] += 1
-            blocks.append(b)
-        for _ in range(cdiv(computed + num_new_tokens, self.block_size) - len(blocks)):
-            blocks.append(self._take_free())
+        blocks = self._blocks.get(seq.request_id)
+        if blocks is None:
+            blocks = self._blocks[seq.request_id] = []
+        if hit:
+            if self._needed(seq, total, hit) + watermark > len(self._free):
+                return False
+            for b in hit:  # touch: out of the free queue, one more reference
+                if self._ref[b] == 0:
+                    del self._free[b]
+                self._ref[b] += 1
+                blocks.append(b)
+        new = -(-total // self.block_size) - len(blocks)
+        if new > 0:
+            if new + watermark > len(self._free):
+                return False
+            for _ in range(new):
+                blocks.append(self._take_free())
         if self.enable_prefix_caching:
-            self._cache_full_blocks(seq, min(computed + num_new_tokens, seq.num_tokens))
+            full = min(total, len(seq.token_ids)) // self.block_size
+            if full > self._num_cached.get(seq.request_id, 0):
+                self._cache_full_blocks(seq, full * self.block_size)
         return True
 
     def _take_free(self) -> int:

@@ -19,7 +19,6 @@ A request runs as turns (:mod:`replicas.turns` on the real engine):
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -96,10 +95,9 @@ async def _never() -> None:  # PausedSession.demote: the simulator demotes by it
 
 
 class SimReplica:
-    def __init__(self, setup: ReplicaSetup, loop: EventLoop, rng: random.Random) -> None:
+    def __init__(self, setup: ReplicaSetup, loop: EventLoop) -> None:
         self.setup = setup
         self.loop = loop
-        self._rng = rng
         self.policy: ReplicaPolicy = make_policy(setup.policy)
         self.profile = setup.profile
         ranker: WaitingRanker[EngineRequest] = WaitingRanker(
@@ -115,6 +113,7 @@ class SimReplica:
         self.calls: dict[str, SimCall] = {}
         self._by_seq: dict[str, SimCall] = {}
         self._stepping = False
+        self._budget_pending = False
         self._stall_s = 0.0
         self._last_budget_s = -1e18
         self._swap_used_tokens = 0
@@ -125,13 +124,17 @@ class SimReplica:
         self.calls_by_strategy: dict[str, int] = {s.value: 0 for s in Strategy}
         self.busy_s = 0.0
         self.num_steps = 0
+        self._num_sampled = 0
 
     @property
     def replica_id(self) -> str:
         return self.setup.replica_id
 
     def _next_token(self, seq: EngineRequest) -> int:
-        return 100 + self._rng.randrange(800)
+        """The "sampled" token: a fixed sequence (the model's text is irrelevant here, and
+        prefix-cache hits come from shared prompts, not from coinciding outputs)."""
+        self._num_sampled += 1
+        return 100 + (self._num_sampled * 7919) % 800
 
     # ---- requests in -------------------------------------------------------------------
     def submit(self, call: SimCall) -> None:
@@ -182,7 +185,13 @@ class SimReplica:
         out = self.engine.step()
         self.num_steps += 1
         if not out.scheduled:
-            return  # nothing fits now; an arrival, a resume or a release wakes it again
+            # nothing fits now: an arrival, a resume or a release wakes it again — and the
+            # pause budget's own loop keeps checking, as the replica's does every period
+            if len(self.budget) and not self._budget_pending:
+                self._budget_pending = True
+                self.loop.at(self.loop.now_s + self.setup.budget_check_s, Phase.STEP_END,
+                             self._budget_tick)
+            return
         self._stepping = True
         swap_s = out.swap_in_tokens * (self.setup.swap_s_per_token or 0.0)
         step_ms = self.setup.cost.step_ms(out.shape)
@@ -281,6 +290,11 @@ class SimReplica:
         self.budget.release(call.request_id)
         self.calls.pop(call.request_id, None)
         call.on_done(call, self.loop.now_s)
+        self._wake()
+
+    def _budget_tick(self) -> None:
+        self._budget_pending = False
+        self._enforce_budget(self.loop.now_s)
         self._wake()
 
     def _enforce_budget(self, now: float) -> None:

@@ -19,6 +19,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from benchmarks.metrics import summarize
 from benchmarks.report import results_object, summary_table, write_run
 from benchmarks.runner import REPLICA_COUNTERS, ReplaySettings, prepare
 from benchmarks.workload import Workload
+from simulator.events import EventLoop
 from simulator.fleet import START_S, SimFleet
 from simulator.predictions import CorePredictions, OraclePredictions, Predictions
 from simulator.setup import SimFleetConfig, describe_setups, replica_setups
@@ -65,10 +67,11 @@ def prepare_workload(workload: Workload, cfg: SimFleetConfig, rate: float,
     return w
 
 
-def _predictions(cfg: SimFleetConfig, opts: SimOptions, fleet: SimFleet) -> Predictions:
+def _predictions(cfg: SimFleetConfig, opts: SimOptions,
+                 clock: Callable[[], float]) -> Predictions:
     if opts.oracle or opts.noise > 0:
         return OraclePredictions(random.Random(opts.seed + 1), opts.noise)
-    return CorePredictions(cfg.app.predictor.server, fleet.loop.clock)
+    return CorePredictions(cfg.app.predictor.server, clock)
 
 
 def run_once(cfg: SimFleetConfig, workload: Workload, rate: float, settings: ReplaySettings,
@@ -79,8 +82,8 @@ def run_once(cfg: SimFleetConfig, workload: Workload, rate: float, settings: Rep
                    for r in w.requests), default=0)
     setups = replica_setups(cfg, opts.profile, longest)
     model = cfg.app.replicas[0].model_name
-    fleet = SimFleet(cfg.app, setups, None, opts.seed)  # type: ignore[arg-type]
-    fleet.predictions = _predictions(cfg, opts, fleet)
+    loop = EventLoop()
+    fleet = SimFleet(cfg.app, setups, _predictions(cfg, opts, loop.clock), loop)
     from tqdm import tqdm
     bar = tqdm(total=len(w.requests), unit="req", disable=not settings.progress, file=sys.stderr,
                desc=f"{Path(label).stem} @ {rate:g}/s")
