@@ -130,8 +130,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--noise", type=float, default=0.0,
                        help="oracle with Gaussian noise of this relative sd on the lengths")
         q.add_argument("--out", required=True)
+    from simulator.exact import add_parser as add_exact  # vLLM is imported only when it runs
+    add_exact(sim)
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.simulate == "exact":
+        from simulator.exact import main
+        return main(args)
     return main_run(args) if args.simulate == "run" else main_compare(args)

@@ -31,7 +31,8 @@ CPU platform turns it off), ``long_prefill_token_threshold`` (0 by default).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import heapq
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,55 @@ class EngineRequest(KvSeq):
     dropped_token: int | None = None
 
 
+class _Held:
+    """A heap entry comparing its request's live (priority, arrival, id), as vLLM's
+    ``PriorityRequestQueue`` compares ``Request`` objects (their fields may change while
+    they sit in the heap; the heap then keeps the order it had, as vLLM's does)."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: EngineRequest) -> None:
+        self.request = request
+
+    def __lt__(self, other: _Held) -> bool:
+        a, b = self.request, other.request
+        return ((a.priority, a.arrival_time, a.request_id, id(a))
+                < (b.priority, b.arrival_time, b.request_id, id(b)))
+
+
+class HoldingQueue:
+    """``kv_holding_waiting``: a heap with vLLM's priority queue's operations."""
+
+    def __init__(self) -> None:
+        self._heap: list[_Held] = []
+
+    def push(self, request: EngineRequest) -> None:
+        heapq.heappush(self._heap, _Held(request))
+
+    def peek(self) -> EngineRequest:
+        return self._heap[0].request
+
+    def pop(self) -> EngineRequest:
+        return heapq.heappop(self._heap).request
+
+    def remove(self, request: EngineRequest) -> None:
+        """vLLM's ``remove_requests``: filter, then heapify."""
+        self._heap = [e for e in self._heap if e.request is not request]
+        heapq.heapify(self._heap)
+
+    def __contains__(self, request: EngineRequest) -> bool:
+        return any(e.request is request for e in self._heap)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __iter__(self) -> Iterator[EngineRequest]:
+        """In order, by popping a copy (as vLLM's ``PriorityRequestQueue.__iter__``)."""
+        heap = list(self._heap)
+        while heap:
+            yield heapq.heappop(heap).request
+
+
 @dataclass(frozen=True, slots=True)
 class EngineLimits:
     max_num_seqs: int
@@ -108,9 +158,8 @@ class EngineModel:
         self.ranker = ranker
         self.running: list[EngineRequest] = []
         self.waiting: RankedQueue[EngineRequest] = ranker.new_queue()
-        #: Requests holding KV outside ``running`` (paused or resumed sessions), in
-        #: (priority, arrival) order as vLLM's priority queue.
-        self.kv_holding: list[EngineRequest] = []
+        #: Requests holding KV outside ``running`` (paused or resumed sessions).
+        self.kv_holding = HoldingQueue()
         self._next_token = next_token
         self.num_paused = 0
         self.num_preemptions = 0
@@ -122,14 +171,18 @@ class EngineModel:
         request.status = SeqStatus.WAITING
         self.waiting.add_request(request)
 
-    def resume(self, request: EngineRequest, tokens: list[int], max_tokens: int) -> None:
+    def resume(self, request: EngineRequest, tokens: list[int], max_tokens: int,
+               arrival_time: float | None = None) -> None:
         """The next chunk of a paused session: the re-sent last token and ``tokens`` join
-        the context it holds."""
+        the context it holds; ``arrival_time``: now (vLLM's ``_update_request_as_session``
+        restamps it; it stays in the heap where it was)."""
         assert request.status is SeqStatus.PAUSED and request.dropped_token is not None
         self.num_paused -= 1
         request.token_ids.append(request.dropped_token)
         request.token_ids.extend(tokens)
         request.dropped_token = None
+        if arrival_time is not None:
+            request.arrival_time = arrival_time
         request.max_tokens, request.num_turn_tokens = max_tokens, 0
         request.status = SeqStatus.WAITING  # it stays in kv_holding, now ready
 
@@ -139,22 +192,16 @@ class EngineModel:
             return
         if request.status is SeqStatus.PAUSED:
             self.num_paused -= 1
-        if request in self.running:
+        if request.status is SeqStatus.RUNNING:
             self.running.remove(request)
-        elif request in self.kv_holding:
+        else:  # vLLM's finish_requests filters both queues (and re-heapifies this one)
             self.kv_holding.remove(request)
-        elif request in self.waiting:
-            self.waiting.remove_request(request)
+            if request in self.waiting:
+                self.waiting.remove_request(request)
         self.ranker.forget(request.request_id)
         self.kv.free(request.request_id)
         request.status = SeqStatus.FINISHED
 
-    def _hold(self, request: EngineRequest) -> None:
-        key = (request.priority, request.arrival_time)
-        i = len(self.kv_holding)
-        while i > 0 and (self.kv_holding[i - 1].priority, self.kv_holding[i - 1].arrival_time) > key:
-            i -= 1
-        self.kv_holding.insert(i, request)
 
     # ---- state ------------------------------------------------------------------------
     def has_work(self) -> bool:
@@ -226,24 +273,25 @@ class EngineModel:
             if len(self.running) + self.num_paused >= self.limits.max_num_seqs:
                 break
             holding = bool(self.kv_holding)
-            request = self.kv_holding[0] if holding else self.waiting.peek_request()
+            request = self.kv_holding.peek() if holding else self.waiting.peek_request()
             if request.status is SeqStatus.PAUSED:  # blocked: skip, put back after
-                skipped.append(self.kv_holding.pop(0))
+                skipped.append(self.kv_holding.pop())
                 continue
             hit: list[int] = []
+            restored = 0
             if request.num_computed_tokens == 0:
                 hit, computed = self.kv.computed_blocks(request)
                 computed = max(computed, request.swapped_in_tokens)
-            else:
+                restored = computed - len(hit) * self.kv.block_size
+            else:  # it holds its KV: nothing to look up or restore
                 computed = request.num_computed_tokens
             n = min(request.num_tokens - computed, budget)
-            restored = computed - len(hit) * self.kv.block_size
             if not self.kv.allocate_slots(request, n + restored, hit, len(hit) * self.kv.block_size,
                                           waiting=True, has_scheduled=bool(self.running),
                                           full_sequence_must_fit=self.limits.full_sequence_must_fit):
                 break
             if holding:
-                self.kv_holding.pop(0)
+                self.kv_holding.pop()
             else:
                 self.waiting.pop_request()
                 if request.status is SeqStatus.WAITING:
@@ -257,8 +305,8 @@ class EngineModel:
             out.admitted.append(request)
             out.scheduled.append((request, n))
             budget -= n
-        for request in skipped:
-            self._hold(request)
+        for request in reversed(skipped):  # vLLM: appendleft each, then push each
+            self.kv_holding.push(request)
 
     def _outputs(self, out: StepResult) -> None:
         shape = out.shape
@@ -274,7 +322,8 @@ class EngineModel:
             request.token_ids.append(self._next_token(request))
             request.num_turn_tokens += 1
             out.sampled.append(request)
-            if request.num_turn_tokens >= request.max_tokens:
+            if (request.num_turn_tokens >= request.max_tokens
+                    or request.num_tokens >= self.limits.max_model_len):  # check_stop
                 out.turn_ended.append(request)
                 self._end_turn(request)
 
@@ -284,7 +333,7 @@ class EngineModel:
             request.dropped_token = request.token_ids.pop()  # the next chunk re-sends it
             request.status = SeqStatus.PAUSED
             self.num_paused += 1
-            self._hold(request)
+            self.kv_holding.push(request)
         else:
             self.ranker.forget(request.request_id)
             self.kv.free(request.request_id)

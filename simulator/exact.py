@@ -4,25 +4,33 @@
 The real side is :class:`replicas.vllm_scheduler.AugserveScheduler` — vLLM 0.32's V1
 ``Scheduler`` with the replica's waiting order — built the way vLLM's own tests build one
 (``tests/v1/core/utils.py``: ``create_scheduler``, ``create_requests``): a ``VllmConfig``
-with a tiny fake model config (a ``config.json`` only, no weights, no tokenizer), a
-``KVCacheConfig`` of one full-attention group, no engine process and no model.  Each step
-calls ``schedule()``, fabricates the ``ModelRunnerOutput`` (one sampled token for every
-request whose prefill or decode completes this step, the token a function of (request id,
-output index)) and calls ``update_from_output``.  The model side drives
-:class:`~simulator.engine.EngineModel` with the same script, ranker settings and tokens.
+with a tiny fake model config (a ``config.json`` only: no weights, no tokenizer), a
+``KVCacheConfig`` of one full-attention group, priority scheduling, no engine process and
+no model.  Each step calls ``schedule()``, fabricates the ``ModelRunnerOutput`` (one
+sampled token for every request whose prefill or decode completes this step, the token a
+function of (request id, output index)) and calls ``update_from_output``.  The model side
+drives :class:`~simulator.engine.EngineModel` as :mod:`simulator.replica` does, with the
+same ranker settings (policy, starvation threshold, re-rank period; no live profile) and
+the same tokens.
 
-Both sides record one :class:`StepTrace` per step; :func:`compare` reports the first step
-and field where they differ.  This is the only module of :mod:`simulator` that imports
-vLLM (inside the functions that need it: importing this module stays cheap).
+A :class:`Script` (:func:`make_script`) has a small KV pool (preemption is frequent),
+prompts that share prefixes (prefix-cache hits, on generated blocks too), user
+priorities, outlooks for the ranking policies, streaming sessions (vLLM ``resumable``
+requests: a turn ends, the session waits holding its KV, the next chunk re-sends the
+last sampled token) and aborts.  Both sides record one :class:`StepTrace` per step;
+:func:`compare` reports the first step and field where they differ.
 
-``augserve simulate exact --scripts N [--first-seed S]`` (:func:`add_parser`) prints the
-agreement over N random scripts and exits 0 when all agree.
+This is the only module of :mod:`simulator` that imports vLLM, inside the functions that
+need it: importing it stays cheap and vLLM-free.  ``augserve simulate exact --scripts N
+[--first-seed S]`` (:func:`add_parser`) prints the agreement over N scripts and exits 0
+when all agree.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import tempfile
@@ -30,7 +38,7 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from typing import Any
 
@@ -102,6 +110,9 @@ class Script:
     rerank_every_steps: int = 1
     watermark: float = 0.0
     max_model_len: int = 2048
+    #: vLLM's ``scheduler_reserve_full_isl`` (its default: on), the model's
+    #: ``full_sequence_must_fit``: admission needs room for the whole sequence.
+    reserve_full_isl: bool = True
 
     def describe(self) -> str:
         sessions = sum(r.session for r in self.requests)
@@ -133,8 +144,8 @@ def make_script(seed: int) -> Script:
     frequent); some prompts share a prefix with an earlier one or continue an earlier
     request's prompt and outputs (prefix-cache hits, on generated blocks too); some
     scripts have streaming sessions and aborts.  Every request fits the pool alone (a
-    session: all its turns), so a script ends unless paused sessions hold the KV that
-    a resumed one needs — vLLM then waits for a close, as the model does."""
+    session: all its turns), so a script ends, unless KV holders wait on each other's
+    blocks: the driver then closes the oldest open session (:attr:`StepTrace.stall_close`)."""
     rng = random.Random(seed)
     block_size = 16
     num_blocks = rng.randint(8, 40)
@@ -192,14 +203,36 @@ def make_script(seed: int) -> Script:
             rid, arrival, tuple(prompt), max_tokens,
             rng.randint(0, 2) if with_priority else 0, _outlook(rng, len(prompt), max_tokens),
             session, tuple(with_outlooks), rng.randint(1, 10), abort))
-    return Script(
+    script = Script(
         seed=seed, block_size=block_size, num_blocks=num_blocks,
         max_num_seqs=rng.randint(2, 8), max_num_batched_tokens=rng.randint(32, 256),
         enable_prefix_caching=rng.random() < 0.8, policy=rng.choice(POLICIES),
         requests=tuple(requests),
         starvation_threshold_steps=rng.choice([None, 100, rng.randint(1, 6)]),
         rerank_every_steps=rng.choice([1, 1, 2, 3]),
-        watermark=rng.choice([0.0, 0.0, 0.0, 0.05, 0.1]))
+        watermark=rng.choice([0.0, 0.0, 0.0, 0.05, 0.1]),
+        reserve_full_isl=rng.random() >= 0.2)
+    if rng.random() < 0.15:  # a max_model_len that requests reach (vLLM stops them there)
+        script = _within_max_model_len(script, rng.randint(48, 200))
+    return script
+
+
+def _within_max_model_len(script: Script, max_model_len: int) -> Script:
+    """``script`` under ``max_model_len``: prompts shorter (vLLM rejects longer ones), a
+    session's turns cut where its context would pass it (vLLM checks each chunk, not the
+    session; the replica's workloads drop requests whose context passes it).  A plain
+    request may still reach it: vLLM ends it there."""
+    requests = []
+    for r in script.requests:
+        prompt = r.prompt[:max_model_len - 1]
+        context, turns = len(prompt) + r.max_tokens, []
+        for t in r.turns:
+            context += 1 + len(t.tokens) + t.max_tokens
+            if context > max_model_len:
+                break
+            turns.append(t)
+        requests.append(replace(r, prompt=prompt, turns=tuple(turns)))
+    return replace(script, max_model_len=max_model_len, requests=tuple(requests))
 
 
 # ---- traces -----------------------------------------------------------------------------
@@ -222,12 +255,16 @@ class StepTrace:
     running: tuple[str, ...]
     #: The waiting queues after the step, in order: the KV holders, then ``waiting``.
     waiting: tuple[str, ...]
+    #: The session the driver closes after this step because nothing could be scheduled
+    #: (KV holders waiting on each other's blocks: vLLM never preempts them), as a
+    #: client's timeout would; None on an ordinary step.
+    stall_close: str | None = None
 
 
 #: Fields in the order :func:`compare` checks them.
 TRACE_FIELDS = tuple(f.name for f in fields(StepTrace))
-#: Steps that schedule nothing, with nothing left to arrive, after which a run stops
-#: (stalled: paused sessions hold the KV that the others need).
+#: Steps that schedule nothing, with nothing left to arrive, after which the driver
+#: closes the oldest open session (or ends the run when there is none).
 STALL_STEPS = 3
 
 
@@ -248,7 +285,9 @@ class _Side:
 def _drive(script: Script, side: _Side, probe: Callable[[int, Any], None] | None,
            target: Any) -> list[StepTrace]:
     """Feed ``script`` to ``side`` step by step: arrivals and aborts at their steps, a
-    session's next chunk ``delay_steps`` after its turn ended, its close after its last."""
+    session's next chunk ``delay_steps`` after its turn ended, its close after its last.
+    A stall (:data:`STALL_STEPS` empty steps with nothing left to happen) closes the
+    first open session of the script."""
     by_id = {r.request_id: r for r in script.requests}
     events: dict[int, list[tuple[str, ScriptRequest, int]]] = defaultdict(list)
     for r in script.requests:
@@ -279,7 +318,13 @@ def _drive(script: Script, side: _Side, probe: Callable[[int, Any], None] | None
             probe(step, target)
         empty = 0 if trace.scheduled else empty + 1
         if not events and empty >= STALL_STEPS:
-            break
+            stuck = next((r for r in script.requests if r.session and r.request_id in
+                          turn_index and r.request_id not in done), None)
+            if stuck is None:
+                break
+            events[step + 1].append(("close", stuck, 0))
+            traces[-1] = replace(trace, stall_close=stuck.request_id)
+            empty = 0
         for rid in trace.finished:
             r = by_id[rid]
             if not r.session:
@@ -332,6 +377,16 @@ def make_real_scheduler(script: Script) -> Any:
     """The replica's ``AugserveScheduler`` for ``script`` (priority scheduling, the
     script's KV pool, budget, slots, watermark and prefix caching), its ranker configured
     through the replica's own utility call."""
+    quiet = logging.getLogger("vllm")  # no per-config platform advice, 2000 times over
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return _make_real_scheduler(script)
+    finally:
+        quiet.setLevel(level)
+
+
+def _make_real_scheduler(script: Script) -> Any:
     import torch
     from vllm.config import CacheConfig, SchedulerConfig, VllmConfig
     from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
@@ -344,6 +399,7 @@ def make_real_scheduler(script: Script) -> Any:
         max_num_batched_tokens=script.max_num_batched_tokens,
         max_model_len=script.max_model_len, enable_chunked_prefill=True,
         policy="priority", watermark=script.watermark, is_encoder_decoder=False,
+        scheduler_reserve_full_isl=script.reserve_full_isl,
         scheduler_cls=AugserveScheduler)
     cache_config = CacheConfig(block_size=script.block_size,
                                enable_prefix_caching=script.enable_prefix_caching)
@@ -442,22 +498,25 @@ def run_real(script: Script, probe: Callable[[int, Any], None] | None = None,
 
 
 # ---- the model side ---------------------------------------------------------------------
-def make_model(script: Script, kv_cache: type[KvCache] = KvCache) -> EngineModel:
+def make_model(script: Script, *, kv_cache: type[KvCache] = KvCache,
+               engine: type[EngineModel] = EngineModel) -> EngineModel:
+    """The engine model for ``script``, with the real side's ranker settings."""
     ranker: WaitingRanker[EngineRequest] = WaitingRanker(
         lambda r: r.outlook, make_policy(script.policy), PROFILE, **_ranker_settings(script))
     kv = kv_cache(script.num_blocks, script.block_size,
                   enable_prefix_caching=script.enable_prefix_caching,
                   watermark=script.watermark)
-    return EngineModel(EngineLimits(script.max_num_seqs, script.max_num_batched_tokens,
-                                    script.max_model_len, full_sequence_must_fit=True),
-                       kv, ranker, lambda r: token_of(r.request_id, r.num_turn_tokens))
+    return engine(EngineLimits(script.max_num_seqs, script.max_num_batched_tokens,
+                               script.max_model_len,
+                               full_sequence_must_fit=script.reserve_full_isl),
+                  kv, ranker, lambda r: token_of(r.request_id, r.num_turn_tokens))
 
 
 class _ModelSide(_Side):
     """The simulator's engine model, driven as :mod:`simulator.replica` drives it."""
 
-    def __init__(self, script: Script, kv_cache: type[KvCache]) -> None:
-        self.engine = make_model(script, kv_cache)
+    def __init__(self, engine: EngineModel) -> None:
+        self.engine = engine
         self._seqs: dict[str, EngineRequest] = {}
 
     def add(self, r: ScriptRequest) -> None:
@@ -470,7 +529,7 @@ class _ModelSide(_Side):
     def resume(self, r: ScriptRequest, turn: ScriptTurn, step: int) -> None:
         seq = self._seqs[r.request_id]
         seq.outlook = outlook_from_extra(turn.outlook)
-        self.engine.resume(seq, list(turn.tokens), turn.max_tokens)
+        self.engine.resume(seq, list(turn.tokens), turn.max_tokens, arrival_time=float(step))
 
     def close(self, r: ScriptRequest) -> None:
         self.engine.close(self._seqs[r.request_id])
@@ -493,10 +552,12 @@ class _ModelSide(_Side):
             waiting=tuple(r.request_id for r in [*engine.kv_holding, *engine.waiting]))
 
 
-def run_model(script: Script, kv_cache: type[KvCache] = KvCache,
+def run_model(script: Script, *, kv_cache: type[KvCache] = KvCache,
+              engine: type[EngineModel] = EngineModel,
               probe: Callable[[int, EngineModel], None] | None = None) -> list[StepTrace]:
-    """The model side's trace; ``probe(step, engine)`` after each step (debugging)."""
-    side = _ModelSide(script, kv_cache)
+    """The model side's trace (``kv_cache``/``engine``: the classes to drive, for tests
+    of the check itself); ``probe(step, engine)`` after each step (debugging)."""
+    side = _ModelSide(make_model(script, kv_cache=kv_cache, engine=engine))
     return _drive(script, side, probe, side.engine)
 
 
@@ -505,6 +566,12 @@ def run_model(script: Script, kv_cache: type[KvCache] = KvCache,
 class Agreement:
     seed: int
     num_steps: int
+    #: What the script exercised (from the common trace).
+    num_preemptions: int = 0
+    #: Admissions that started from a prefix-cache hit or from KV held (a resumed session).
+    num_hit_admissions: int = 0
+    #: Sessions closed to break a stall (:attr:`StepTrace.stall_close`).
+    num_stall_closes: int = 0
 
     @property
     def agrees(self) -> bool:
@@ -533,6 +600,7 @@ class Disagreement:
 
 def compare_traces(seed: int, real: Sequence[StepTrace],
                    model: Sequence[StepTrace]) -> Agreement | Disagreement:
+    """The first step and field where the traces differ, else what they share."""
     for step, (a, b) in enumerate(zip(real, model)):
         if a != b:
             name = next(n for n in TRACE_FIELDS if getattr(a, n) != getattr(b, n))
@@ -540,12 +608,16 @@ def compare_traces(seed: int, real: Sequence[StepTrace],
     if len(real) != len(model):
         return Disagreement(seed, min(len(real), len(model)), "num_steps", len(real),
                             len(model))
-    return Agreement(seed, len(real))
+    return Agreement(seed, len(real), sum(len(t.preempted) for t in real),
+                     sum(1 for t in real for _, hit in t.admitted if hit > 0),
+                     sum(t.stall_close is not None for t in real))
 
 
-def compare_script(script: Script, kv_cache: type[KvCache] = KvCache,
-                   ) -> Agreement | Disagreement:
-    return compare_traces(script.seed, run_real(script), run_model(script, kv_cache))
+def compare_script(script: Script, *, kv_cache: type[KvCache] = KvCache,
+                   engine: type[EngineModel] = EngineModel) -> Agreement | Disagreement:
+    """The engine model (``kv_cache``/``engine``) against vLLM's scheduler on ``script``."""
+    return compare_traces(script.seed, run_real(script),
+                          run_model(script, kv_cache=kv_cache, engine=engine))
 
 
 def compare(seed: int) -> Agreement | Disagreement:
@@ -557,11 +629,14 @@ def compare(seed: int) -> Agreement | Disagreement:
 class AgreementReport:
     first_seed: int
     num_scripts: int
-    num_agree: int = 0
-    num_steps: int = 0
-    wall_s: float = 0.0
-    #: field → the disagreements on it (first differing field of each script).
+    agreements: list[Agreement] = field(default_factory=list)
+    #: field → the disagreements on it (the first differing field of each script).
     by_field: dict[str, list[Disagreement]] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def num_agree(self) -> int:
+        return len(self.agreements)
 
     @property
     def all_agree(self) -> bool:
@@ -569,30 +644,30 @@ class AgreementReport:
 
     def __str__(self) -> str:
         last = self.first_seed + self.num_scripts - 1
-        lines = [f"exact mode: {self.num_agree}/{self.num_scripts} scripts agree "
-                 f"(seeds {self.first_seed}..{last}, {self.num_steps} steps, "
-                 f"{self.wall_s:.1f} s)"]
-        for name, ds in sorted(self.by_field.items(), key=lambda kv: -len(kv[1])):
+        a = self.agreements
+        lines = [f"exact mode: {self.num_agree}/{self.num_scripts} scripts agree with vLLM's "
+                 f"scheduler (seeds {self.first_seed}..{last}, {self.wall_s:.1f} s)",
+                 f"  agreeing scripts: {sum(x.num_steps for x in a)} steps, "
+                 f"{sum(x.num_preemptions for x in a)} preemptions, "
+                 f"{sum(x.num_hit_admissions for x in a)} admissions from a prefix hit or "
+                 f"held KV, {sum(x.num_stall_closes for x in a)} sessions closed on a stall"]
+        for name, ds in sorted(self.by_field.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             seeds = ", ".join(str(d.seed) for d in ds[:10]) + (" ..." if len(ds) > 10 else "")
-            lines.append(f"  {name}: {len(ds)} scripts (seeds {seeds})")
+            lines.append(f"  disagree on {name}: {len(ds)} scripts (seeds {seeds})")
             lines.append(f"    e.g. {ds[0]}")
         return "\n".join(lines)
 
 
-def agreement(n_scripts: int, first_seed: int = 0,
-              progress: Callable[[int, Agreement | Disagreement], None] | None = None,
-              ) -> AgreementReport:
+def agreement(n_scripts: int, first_seed: int = 0) -> AgreementReport:
+    """:func:`compare` over seeds ``first_seed .. first_seed + n_scripts - 1``."""
     started = time.perf_counter()
     report = AgreementReport(first_seed, n_scripts)
     for seed in range(first_seed, first_seed + n_scripts):
         result = compare(seed)
         if isinstance(result, Agreement):
-            report.num_agree += 1
-            report.num_steps += result.num_steps
+            report.agreements.append(result)
         else:
             report.by_field.setdefault(result.field, []).append(result)
-        if progress is not None:
-            progress(seed, result)
     report.wall_s = time.perf_counter() - started
     return report
 

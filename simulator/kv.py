@@ -3,11 +3,13 @@
 ``single_type_kv_cache_manager.py``), full attention only.
 
 - Block 0 is vLLM's null block: ``num_blocks - 1`` are usable.
-- Free blocks sit in one LRU queue; a freed request's blocks join it in reverse order
-  (its tail is evicted first).  Taking a free block that holds a cached prefix evicts
-  that prefix.
+- Free blocks sit in one LRU queue; a freed request's blocks are released in reverse
+  order (its tail first): a block with a cached hash joins the queue's tail, one without
+  its front (``BlockPool.free_blocks``: it is reused first).  Taking a free block that
+  holds a cached prefix evicts that block's entry.
 - A full block is cached under the chained hash of its tokens once computed
-  (``cache_blocks``: up to ``min(computed + new, num_tokens)``).
+  (``cache_blocks``: up to ``min(computed + new, num_tokens)``); several blocks may hold
+  the same hash (computed by two requests at once), a lookup takes the first cached.
 - A prefix-cache hit (``computed_blocks``) is the longest run of cached full blocks of
   the request's tokens, at most ``num_tokens − 1`` tokens (the last token is always
   computed, for its logits).
@@ -63,7 +65,7 @@ class KvCache:
         self.watermark_blocks = int(watermark * num_blocks)
         self._ref = [0] * num_blocks
         self._hash_of: dict[int, int] = {}
-        self._cached: dict[int, int] = {}  # hash -> block
+        self._cached: dict[int, dict[int, None]] = {}  # hash -> blocks, first cached first
         self._free: OrderedDict[int, None] = OrderedDict((b, None) for b in range(1, num_blocks))
         self._blocks: dict[str, list[int]] = {}
         self._num_cached: dict[str, int] = {}  # request -> blocks registered in the cache
@@ -91,10 +93,10 @@ class KvCache:
         max_blocks = (seq.num_tokens - 1) // self.block_size
         hit: list[int] = []
         for h in seq.block_hashes[:max_blocks]:
-            b = self._cached.get(h)
-            if b is None:
+            blocks = self._cached.get(h)
+            if not blocks:
                 break
-            hit.append(b)
+            hit.append(next(iter(blocks)))
         return hit, len(hit) * self.block_size
 
     # ---- allocation --------------------------------------------------------------------
@@ -124,12 +126,11 @@ class KvCache:
                     del self._free[b]
                 self._ref[b] += 1
                 blocks.append(b)
-        new = -(-total // self.block_size) - len(blocks)
-        if new > 0:
-            if new + watermark > len(self._free):
-                return False
-            for _ in range(new):
-                blocks.append(self._take_free())
+        new = max(-(-total // self.block_size) - len(blocks), 0)
+        if new + watermark > len(self._free):  # vLLM checks the watermark even for 0 new
+            return False
+        for _ in range(new):
+            blocks.append(self._take_free())
         if self.enable_prefix_caching:
             full = min(total, len(seq.token_ids)) // self.block_size
             if full > self._num_cached.get(seq.request_id, 0):
@@ -140,7 +141,9 @@ class KvCache:
         b, _ = self._free.popitem(last=False)
         h = self._hash_of.pop(b, None)
         if h is not None:
-            if self._cached.get(h) == b:
+            holders = self._cached[h]
+            del holders[b]
+            if not holders:
                 del self._cached[h]
             self.num_evicted_blocks += 1
         self._ref[b] = 1
@@ -155,17 +158,24 @@ class KvCache:
             b, h = blocks[i], seq.block_hashes[i]
             if b not in self._hash_of:
                 self._hash_of[b] = h
-                self._cached.setdefault(h, b)
+                self._cached.setdefault(h, {})[b] = None
         self._num_cached[seq.request_id] = max(done, full)
 
     def free(self, request_id: str) -> int:
         """Release a request's blocks (tail first into the LRU queue); returns how many."""
         blocks = self._blocks.pop(request_id, [])
         self._num_cached.pop(request_id, None)
+        front = []
         for b in reversed(blocks):
             self._ref[b] -= 1
             if self._ref[b] == 0:
-                self._free[b] = None
+                if b in self._hash_of:
+                    self._free[b] = None
+                else:
+                    front.append(b)
+        for b in reversed(front):  # the first of them ends at the very front
+            self._free[b] = None
+            self._free.move_to_end(b, last=False)
         return len(blocks)
 
     def check(self) -> None:

@@ -165,7 +165,7 @@ class SimReplica:
         if call.plan.resumes_preserved and seq is not None and seq.status is SeqStatus.PAUSED:
             seq.outlook = outlook
             result = call.history[len(call.history) - call.plan.fresh_tokens + 1:]
-            self.engine.resume(seq, result, turn.generate_tokens)
+            self.engine.resume(seq, result, turn.generate_tokens, arrival_time=self.loop.now_s)
         else:
             seq = EngineRequest(
                 f"{call.request_id}-t{index}", list(call.history), priority=call.priority,
