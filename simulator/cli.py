@@ -11,7 +11,7 @@ from benchmarks.report import compare_table, plot_compare
 from benchmarks.runner import add_workload_args, compare_defaults, load_workload, resolve_settings
 from benchmarks.slo import SettingsError, check_shares
 from benchmarks.workload import WorkloadError
-from simulator.profiles import ProfileError
+from simulator.profiles import ProfileError, parse_profile_spec
 from simulator.run import SimOptions, run_once
 from simulator.setup import SimConfigError, load_config
 
@@ -49,7 +49,6 @@ def _prepare(args: argparse.Namespace, configs: list[str]):
     opts = _options(args)
     for path, cfg in cfgs.items():
         check_shares(settings.slo_shares, cfg.app.slo_classes, f"{path} defines")
-        from simulator.profiles import parse_profile_spec
         parse_profile_spec(opts.profile, cfg.gpu_classes)
     workload = load_workload(args.workload, args.tokenizer, settings.limit, args.seed)
     workload = _with_token_ids(workload, args.tokenizer)

@@ -162,7 +162,6 @@ class SimFleet:
                                               p.queued.max_tokens)
         return SimCall(p.queued.request_id, p.prompt, p.turns, p.queued.priority,
                        p.record.arrival_s, p.queued.prediction,
-                       on_first_token=lambda call, now: None,
                        on_done=lambda call, now: self._done_call(p, call, now),
                        repredict=repredict)
 

@@ -73,8 +73,7 @@ class SimCall:
     priority: int
     arrival_s: float
     prediction: Prediction | None
-    #: Called as (call, now) when the first token is out, and when the request ends.
-    on_first_token: Callable[[SimCall, float], None]
+    #: Called as (call, now) when the request ends.
     on_done: Callable[[SimCall, float], None]
     #: Called before turns after the first: the prediction for (call, turn index, context).
     repredict: Callable[[SimCall, int, list[int]], Prediction | None] | None = None
@@ -213,7 +212,6 @@ class SimReplica:
             if call.first_token_s is None:
                 call.first_token_s = now
                 call.started = True
-                call.on_first_token(call, now)
         self.throughput.add(now, len(out.sampled), True)
         for seq in out.turn_ended:
             call = self._by_seq.get(seq.request_id)

@@ -27,7 +27,7 @@ def _run(policy: str, swap_s_per_token: float | None, api_s: float):
     replica = SimReplica(_setup(policy, swap_s_per_token), loop)
     done: list[SimCall] = []
     call = SimCall("c", list(range(100, 400)), (AugTurn(10, "api", api_s, 5), AugTurn(4)), 0, 0.0,
-                   None, on_first_token=lambda c, t: None, on_done=lambda c, t: done.append(c))
+                   None, on_done=lambda c, t: done.append(c))
     replica.submit(call)
     loop.run()
     assert done == [call]

@@ -119,9 +119,13 @@ def test_a_malformed_profile_names_its_file_and_key(tmp_path):
 def test_every_shipped_profile_loads_and_marks_every_number():
     names = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
     assert {"a100-40gb-gptj-6b", "a10g-7b", "l4-7b", "a100-80gb-7b", "h100-7b"} <= set(names)
+    from simulator.cost import StepShape
     for name in names:
         p = load_profile(name)
-        assert p.kv_bytes_per_token.value > 0 and p.cost().step_ms.__self__ is not None
+        assert p.kv_bytes_per_token.value > 0
+        # a bigger batch never costs less, and a decode step costs at least c
+        small, big = StepShape(1, 1, 0, 100), StepShape(512, 8, 512, 4000)
+        assert 0 < p.cost().step_ms(small) <= p.cost().step_ms(big)
 
 
 @settings(max_examples=30, deadline=None)
