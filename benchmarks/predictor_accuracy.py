@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from predictor_service.config import PredictorConfig
 from predictor_service.features import prompt_text
@@ -50,6 +49,7 @@ def split(segments: list[Segment], seed: int, train_share: float = 0.7):
 def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     pb = np.array([bin_of(p) for p in pred])
     tb = np.array([bin_of(t) for t in truth])
+    from scipy.stats import kendalltau  # ~1 s to import: only where it is used
     tau = kendalltau(pred, truth).statistic if np.ptp(pred) > 0 else 0.0
     return {"mae_tokens": float(np.mean(np.abs(pred - truth))), "kendall_tau": float(tau),
             "exact_bin": float(np.mean(pb == tb)), "within_1_bin": float(np.mean(np.abs(pb - tb) <= 1))}

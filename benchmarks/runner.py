@@ -76,11 +76,17 @@ def resolve_settings(args: argparse.Namespace, bench: BenchDefaults | None = Non
 
 
 def tokenize_fn(path: str | None):
-    """text -> token ids with the tokenizer at ``path`` (default: the tiny model)."""
-    from transformers import AutoTokenizer
-
+    """text -> token ids with the tokenizer at ``path`` (default: the tiny model).  A
+    directory with a ``tokenizer.json`` is read by ``tokenizers`` alone (the same fast
+    tokenizer that ``AutoTokenizer`` wraps, without importing ``transformers``, ~8 s here)."""
     from replicas.config import default_model_path
-    tok = AutoTokenizer.from_pretrained(path or str(default_model_path()))
+    directory = Path(path or str(default_model_path()))
+    if (directory / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+        fast = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        return lambda text: fast.encode(text, add_special_tokens=False).ids
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(directory))
     return lambda text: tok.encode(text, add_special_tokens=False)
 
 

@@ -348,33 +348,49 @@ class WaitEstimator:
         for r in replicas:
             start = 0.0 if r.has_room else r.speed.slot_free_s() / kappa[r.model]
             heapq.heappush(free.setdefault(r.model, []), (start, r.replica_id))
+        # per replica, fixed for the pass: its prefill line and its drain rate
+        prefill = {rid: (v.speed.a_ms_per_token, v.speed.c_ms) for rid, v in speeds.items()}
+        rate_of = {rid: kappa[v.model] * v.speed.tokens_per_s for rid, v in speeds.items()}
         curves: dict[str, _Curve] = {}
+        #: per model: (curve, its free heap or None)
+        per_model: dict[str, tuple[_Curve, list[tuple[float, str]] | None]] = {}
         groups: dict[tuple[str, str], list[float]] = {}
+        z, sqrt, heapreplace = self.z, math.sqrt, heapq.heapreplace
+        misses = 0
+        prev: dict[str, tuple[float, float]] = {}
         for request in ordered:
-            curve = curves.get(request.model)
-            if curve is None:
-                curve = curves[request.model] = _Curve()
-            prev_t = curve.cum_tokens[-1] if curve.cum_tokens else 0.0
-            prev_v = curve.cum_var[-1] if curve.cum_var else 0.0
+            model = request.model
+            entry = per_model.get(model)
+            if entry is None:
+                curve = curves[model] = _Curve()
+                entry = per_model[model] = (curve, free.get(model) or None)
+                prev[model] = (0.0, 0.0)
+            curve, heap = entry
+            tokens, var = request.predicted_tokens, request.predicted_var_tokens
+            prev_t, prev_v = prev[model]
+            prev_t, prev_v = prev_t + tokens, prev_v + var
+            prev[model] = (prev_t, prev_v)
             curve.keys.append(key(request))
-            curve.cum_tokens.append(prev_t + request.predicted_tokens)
-            curve.cum_var.append(prev_v + request.predicted_var_tokens)
-            g = groups.get(request.group)
+            curve.cum_tokens.append(prev_t)
+            curve.cum_var.append(prev_v)
+            group = request.group
+            g = groups.get(group)
             if g is None:
-                g = groups[request.group] = [0, 0.0, math.inf]
+                g = groups[group] = [0, 0.0, math.inf]
             g[0] += 1
-            g[1] += request.predicted_tokens + self.z * math.sqrt(request.predicted_var_tokens)
-            g[2] = min(g[2], request.deadline_s - now_s)
-            heap = free.get(request.model)
-            if not heap:
+            g[1] += tokens + z * sqrt(var)
+            left = request.deadline_s - now_s
+            if left < g[2]:
+                g[2] = left
+            if heap is None:
                 continue
             wait, replica_id = heap[0]
-            target = speeds[replica_id]
-            if now_s + wait + target.speed.prefill_s(request.num_prompt_tokens) > request.deadline_s:
-                result.num_predicted_misses += 1
-            rate = kappa[request.model] * target.speed.tokens_per_s
-            heapq.heapreplace(heap, (wait + request.predicted_tokens / rate, replica_id))
+            a_ms, c_ms = prefill[replica_id]
+            if now_s + wait + (a_ms * request.num_prompt_tokens + c_ms) / 1000.0 > request.deadline_s:
+                misses += 1
+            heapreplace(heap, (wait + tokens / rate_of[replica_id], replica_id))
             counts[replica_id] += 1
+        result.num_predicted_misses += misses
         for heap in free.values():
             for at, replica_id in heap:
                 result.virtual_queues[replica_id] = (counts[replica_id], at)

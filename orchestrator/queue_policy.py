@@ -178,7 +178,7 @@ class QueuePolicy(ABC):
         passes and snapshots, not for the dispatch path)."""
         entries = [e for heap in self._heaps.values() for e in heap
                    if self._live.get(e[2].request_id) is e[2]]
-        entries.sort(key=lambda e: e[:2])
+        entries.sort()  # by (key, push number): the number is unique, so never further
         return iter([e[2] for e in entries])
 
     def rekey(self, now_s: float) -> None:

@@ -8,7 +8,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
+
+_TOKENS, _BUSY = itemgetter(1), itemgetter(2)  # of a (t, tokens, busy_s) sample
 
 
 class ThroughputWindow:
@@ -31,8 +34,8 @@ class ThroughputWindow:
             self._samples.popleft()
 
     def tokens_per_s(self) -> float:
-        busy_s = sum(s[2] for s in self._samples)
-        tokens = sum(s[1] for s in self._samples)
+        busy_s = sum(map(_BUSY, self._samples))  # the same sums as a loop, in C
+        tokens = sum(map(_TOKENS, self._samples))
         return tokens / busy_s if busy_s > 0 else 0.0
 
 

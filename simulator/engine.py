@@ -229,34 +229,35 @@ class EngineModel:
         return out
 
     def _schedule_running(self, out: StepResult, budget: int) -> int:
-        scheduled: dict[str, int] = {}
+        scheduled: dict[EngineRequest, int] = {}  # by identity, in scheduling order
+        running, allocate = self.running, self.kv.allocate_running
+        max_model_len = self.limits.max_model_len
         i = 0
-        while i < len(self.running) and budget > 0:
-            request = self.running[i]
-            n = min(request.num_tokens - request.num_computed_tokens, budget,
-                    self.limits.max_model_len - request.num_computed_tokens)
+        while i < len(running) and budget > 0:
+            request = running[i]
+            computed = request.num_computed_tokens
+            n = min(len(request.token_ids) - computed, budget, max_model_len - computed)
             if n <= 0:
                 i += 1
                 continue
-            while not self.kv.allocate_slots(request, n):
-                victim = max(self.running, key=lambda r: (r.priority, r.arrival_time))
-                j = self.running.index(victim)
-                del self.running[j]
+            while not allocate(request, n):
+                victim = max(running, key=lambda r: (r.priority, r.arrival_time))
+                j = running.index(victim)
+                del running[j]
                 if j < i:
                     i -= 1
-                budget += scheduled.pop(victim.request_id, 0)
+                budget += scheduled.pop(victim, 0)
                 self._preempt(victim)
                 out.preempted.append(victim)
                 if victim is request:
                     break
             else:
-                scheduled[request.request_id] = n
+                scheduled[request] = n
                 budget -= n
                 i += 1
                 continue
             break
-        by_id = {r.request_id: r for r in self.running}
-        out.scheduled.extend((by_id[rid], n) for rid, n in scheduled.items())
+        out.scheduled.extend(scheduled.items())
         return budget
 
     def _preempt(self, request: EngineRequest) -> None:
@@ -309,23 +310,30 @@ class EngineModel:
             self.kv_holding.push(request)
 
     def _outputs(self, out: StepResult) -> None:
-        shape = out.shape
+        num_tokens = num_prefill = context = 0
+        max_model_len = self.limits.max_model_len
         for request, n in out.scheduled:
-            shape.num_tokens += n
-            shape.num_seqs += 1
-            if request.num_computed_tokens < request.num_tokens - 1 or n > 1:
-                shape.num_prefill_tokens += n
-            shape.context_tokens += request.num_computed_tokens + n
-            request.num_computed_tokens += n
-            if request.num_computed_tokens < request.num_tokens:
+            num_tokens += n
+            computed = request.num_computed_tokens + n
+            length = len(request.token_ids)
+            if computed < length or n > 1:  # not a one-token decode
+                num_prefill += n
+            context += computed
+            request.num_computed_tokens = computed
+            if computed < length:
                 continue  # a prefill chunk: no token yet
             request.token_ids.append(self._next_token(request))
             request.num_turn_tokens += 1
             out.sampled.append(request)
             if (request.num_turn_tokens >= request.max_tokens
-                    or request.num_tokens >= self.limits.max_model_len):  # check_stop
+                    or length + 1 >= max_model_len):  # check_stop
                 out.turn_ended.append(request)
                 self._end_turn(request)
+        shape = out.shape
+        shape.num_tokens += num_tokens
+        shape.num_seqs += len(out.scheduled)
+        shape.num_prefill_tokens += num_prefill
+        shape.context_tokens += context
 
     def _end_turn(self, request: EngineRequest) -> None:
         self.running.remove(request)

@@ -137,6 +137,19 @@ class KvCache:
                 self._cache_full_blocks(seq, full * self.block_size)
         return True
 
+    def allocate_running(self, seq: KvSeq, num_new_tokens: int) -> bool:
+        """``allocate_slots`` for a running request (no hit, no watermark), with the
+        common case first: its blocks already hold the tokens and no block fills."""
+        held = self._blocks.get(seq.request_id)
+        if held is not None:
+            total = seq.num_computed_tokens + num_new_tokens
+            if total <= len(held) * self.block_size and (
+                    not self.enable_prefix_caching
+                    or min(total, len(seq.token_ids)) // self.block_size
+                    <= self._num_cached.get(seq.request_id, 0)):
+                return True
+        return self.allocate_slots(seq, num_new_tokens)
+
     def _take_free(self) -> int:
         b, _ = self._free.popitem(last=False)
         h = self._hash_of.pop(b, None)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class RankKey:
+class RankKey(NamedTuple):
     """The one order of waiting requests: user priority, then starved ones (oldest first),
-    then the policy's score (None = arrival order), then arrival, then id."""
+    then the policy's score (None = arrival order), then arrival, then id.  A tuple, so
+    that the queue's sorts compare keys in C (the engine re-sorts every few steps)."""
 
     priority: int
     not_promoted: bool

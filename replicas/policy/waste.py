@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from replicas.policy.profile import ReplicaProfile
 
@@ -46,9 +47,9 @@ class BatchLoad:
     running_tokens: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """One paused request: its context and the (predicted or true) call duration."""
+class Pause(NamedTuple):
+    """One paused request: its context and the (predicted or true) call duration (a
+    tuple: built once per score, so cheaply)."""
 
     context_tokens: int
     api_s: float
@@ -69,13 +70,18 @@ class WasteModel:
         raise NotImplementedError
 
     def waste(self, strategy: Strategy, p: Pause, prof: ReplicaProfile, load: BatchLoad) -> float:
-        if strategy is Strategy.SWAP and not prof.can_swap:
+        if strategy is Strategy.PRESERVE:
+            return self.preserve(p, prof, load)
+        if strategy is Strategy.DISCARD:
+            return self.discard(p, prof, load)
+        if not prof.can_swap:
             return math.inf
-        return {Strategy.PRESERVE: self.preserve, Strategy.DISCARD: self.discard,
-                Strategy.SWAP: self.swap}[strategy](p, prof, load)
+        return self.swap(p, prof, load)
 
-    def choose(self, p: Pause, prof: ReplicaProfile, load: BatchLoad,
-               allowed: frozenset[Strategy] = frozenset(TIE_ORDER)) -> Strategy:
+    def least(self, p: Pause, prof: ReplicaProfile, load: BatchLoad,
+              allowed: frozenset[Strategy] = frozenset(TIE_ORDER)) -> tuple[Strategy, float]:
+        """The strategy of least waste among ``allowed`` (ties in :data:`TIE_ORDER`) and
+        its waste (inf when every allowed one is)."""
         best, best_w = Strategy.DISCARD, math.inf
         for s in TIE_ORDER:
             if s not in allowed:
@@ -83,7 +89,11 @@ class WasteModel:
             w = self.waste(s, p, prof, load)
             if w < best_w:
                 best, best_w = s, w
-        return best
+        return best, best_w
+
+    def choose(self, p: Pause, prof: ReplicaProfile, load: BatchLoad,
+               allowed: frozenset[Strategy] = frozenset(TIE_ORDER)) -> Strategy:
+        return self.least(p, prof, load, allowed)[0]
 
 
 class LampsWaste(WasteModel):
