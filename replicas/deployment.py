@@ -30,6 +30,7 @@ from replicas.metrics import ReplicaMetrics
 from replicas.pause_budget import PauseBudget, is_starved
 from replicas.policy import BatchLoad, ReplicaProfile, make_policy
 from replicas.profiling import default_profile, profile_engine
+from replicas.stats_report import PolicyCounters, ReplicaReportInputs, replica_stats
 from replicas.tool_calls import ToolCallParser
 from replicas.tools import ToolExecutor, parse_tools
 from replicas.turns import TurnRunner, outlook_extra, predicted_outlook
@@ -57,8 +58,7 @@ class ReplicaCore:
         engine_pids = engine.process_ids()
         #: Stats that never change for this replica's life (a dead engine: a new replica).
         self._fixed_stats = {"pid": float(os.getpid()),
-                             "engine_pid": float(engine_pids[0]) if engine_pids else 0.0,
-                             "kv_bytes_per_token": float(engine.kv_bytes_per_token())}
+                             "engine_pid": float(engine_pids[0]) if engine_pids else 0.0}
         #: The shared predictor's client: asked again at every resume of a request.
         self.predictor: PredictorClient | None = None
         sched = config.scheduling
@@ -233,43 +233,33 @@ class ReplicaCore:
     def _on_pause(self, paused: bool) -> None:
         self.num_paused += 1 if paused else -1
 
-    def policy_stats(self) -> dict[str, float]:
-        c, st = self.turns.counters, self.engine_state
-        out = {f"calls_{k}": float(c.calls_by_strategy.get(k, 0))
-               for k in ("preserve", "discard", "swap")}
-        out.update({
-            "num_preserved_paused": float(len(self.budget)),
-            "num_demotions": float(self.budget.num_demotions),
-            "recomputed_tokens": float(c.recomputed_tokens),
-            "swapped_bytes": float(c.swapped_bytes),
-            "swap_supported": 0.0,
-            "num_starvation_promotions": float(st.get("num_starvation_promotions", 0)),
-            "score_ms_per_step_p50": float(st.get("score_ms_per_step_p50", 0.0)),
-            "score_ms_per_step_max": float(st.get("score_ms_per_step_max", 0.0)),
-            "profile_a_ms_per_token": self.profile.a_ms_per_token,
-            "profile_c_ms": self.profile.c_ms,
-            "profile_saturation_tokens": float(self.profile.saturation_tokens),
-        })
-        return out
-
-    def stats(self, engine_alive: bool = True) -> ReplicaStats:
-        sink = self.engine.stats_sink
-        extra = {**self._fixed_stats, "num_evicted": float(self.num_evicted),
-                 "num_preempted_total": float(sink.num_preempted_total)}
-        extra.update(self.policy_stats())
-        return ReplicaStats(
+    def report_inputs(self, engine_alive: bool = True) -> ReplicaReportInputs:
+        """What the report reads, now (the pure :func:`replica_stats` builds it)."""
+        sink, c, st = self.engine.stats_sink, self.turns.counters, self.engine_state
+        kv_bytes = max(1, self.engine.kv_bytes_per_token())
+        counters = PolicyCounters(
+            calls_by_strategy=dict(c.calls_by_strategy),
+            num_preserved_paused=len(self.budget), num_demotions=self.budget.num_demotions,
+            recomputed_tokens=c.recomputed_tokens,
+            num_starvation_promotions=int(st.get("num_starvation_promotions", 0)),
+            num_preempted_total=sink.num_preempted_total,
+            swapped_tokens=c.swapped_bytes // kv_bytes, swapped_bytes=c.swapped_bytes,
+            score_ms_per_step_p50=float(st.get("score_ms_per_step_p50", 0.0)),
+            score_ms_per_step_max=float(st.get("score_ms_per_step_max", 0.0)))
+        return ReplicaReportInputs(
             replica_id=self.replica_id, deployment=self.deployment,
             gpu_class=self.config.gpu_class, model=self.config.model_name, limits=self.limits,
             num_running=sink.num_running, num_waiting=sink.num_waiting,
-            num_active_calls=len(self.active), num_paused=self.num_paused,
-            active_request_ids=tuple(self.active),
-            unstarted_request_ids=tuple(self.unstarted),
-            kv_usage=sink.kv_usage,
+            active_request_ids=tuple(self.active), unstarted_request_ids=tuple(self.unstarted),
+            num_paused=self.num_paused, kv_usage=sink.kv_usage,
             output_tokens_per_s=sink.throughput.tokens_per_s(),
             num_output_tokens_total=sink.throughput.total_tokens,
-            engine_alive=engine_alive, reported_at_s=time.time(),
+            profile=self.profile, counters=counters, engine_alive=engine_alive,
             predictor_address=self.predictor.address if self.predictor else None,
-            extra=extra)
+            platform={**self._fixed_stats, "num_evicted": float(self.num_evicted)})
+
+    def stats(self, engine_alive: bool = True) -> ReplicaStats:
+        return replica_stats(self.report_inputs(engine_alive), time.time())
 
 
 @serve.deployment(

@@ -28,6 +28,7 @@ from replicas.pause_budget import PauseBudget, PausedSession, is_starved
 from replicas.policy import ReplicaPolicy, ReplicaProfile, Strategy, make_policy
 from replicas.policy.ranking import WaitingRanker
 from replicas.turn_plan import TurnPlan, predicted_outlook
+from replicas.stats_report import PolicyCounters, ReplicaReportInputs, replica_stats
 from replicas.types import AugTurn, ReplicaLimits, ReplicaStats
 from predictor_service.types import Prediction
 from simulator.cost import StepCost
@@ -310,30 +311,23 @@ class SimReplica:
 
     # ---- the report to the queue manager -----------------------------------------------
     def stats(self) -> ReplicaStats:
-        unstarted = tuple(rid for rid, c in self.calls.items() if not c.started)
         engine = self.engine
-        extra = {
-            **{f"calls_{k}": float(v) for k, v in self.calls_by_strategy.items()},
-            "num_preserved_paused": float(len(self.budget)),
-            "num_demotions": float(self.budget.num_demotions),
-            "recomputed_tokens": float(self.recomputed_tokens),
-            "swapped_tokens": float(self.swapped_tokens),
-            "num_preempted_total": float(engine.num_preemptions),
-            "num_starvation_promotions": float(engine.ranker.guard.num_promotions),
-            "profile_a_ms_per_token": self.profile.a_ms_per_token,
-            "profile_c_ms": self.profile.c_ms,
-            "profile_saturation_tokens": float(self.profile.saturation_tokens),
-            "kv_bytes_per_token": float(self.profile.kv_bytes_per_token),
-            "num_steps": float(self.num_steps),
-            "busy_s": self.busy_s,
-        }
-        return ReplicaStats(
+        counters = PolicyCounters(
+            calls_by_strategy=self.calls_by_strategy, num_preserved_paused=len(self.budget),
+            num_demotions=self.budget.num_demotions, recomputed_tokens=self.recomputed_tokens,
+            num_starvation_promotions=engine.ranker.guard.num_promotions,
+            num_preempted_total=engine.num_preemptions, swapped_tokens=self.swapped_tokens,
+            swapped_bytes=self.swapped_tokens * self.profile.kv_bytes_per_token)
+        return replica_stats(ReplicaReportInputs(
             replica_id=self.replica_id, deployment=self.setup.deployment,
             gpu_class=self.setup.gpu_class, model=self.setup.model,
             limits=ReplicaLimits(self.setup.limits.max_num_seqs, self.setup.max_waiting_requests),
             num_running=len(engine.running), num_waiting=engine.num_waiting,
-            num_active_calls=len(self.calls), num_paused=self.num_paused_calls,
-            active_request_ids=tuple(self.calls), unstarted_request_ids=unstarted,
-            kv_usage=self.kv.usage, output_tokens_per_s=self.throughput.tokens_per_s(),
-            num_output_tokens_total=self.num_output_tokens, reported_at_s=self.loop.now_s,
-            extra=extra)
+            active_request_ids=tuple(self.calls),
+            unstarted_request_ids=tuple(rid for rid, c in self.calls.items() if not c.started),
+            num_paused=self.num_paused_calls, kv_usage=self.kv.usage,
+            output_tokens_per_s=self.throughput.tokens_per_s(),
+            num_output_tokens_total=self.num_output_tokens, profile=self.profile,
+            counters=counters,
+            platform={"num_steps": float(self.num_steps), "busy_s": self.busy_s}),
+            self.loop.now_s)
