@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from augserve_common.strict import StrictModel
 from orchestrator.store import StoreConfig
 from predictor_service.config import PredictorAppConfig
 from replicas.config import ReplicaConfig
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SLOClass(StrictModel):
@@ -85,10 +82,6 @@ class QueueConfig(StrictModel):
     replan_period_s: float = Field(0.5, gt=0, description="Period of the estimator's pass "
                                    "over the queue (virtual queues; QLM re-plans then).")
     plan_time_limit_s: float = Field(0.05, gt=0, le=10, description="Time limit of QLM's MILP.")
-    model_swap_cost_s: float = Field(30.0, ge=0, description="QLM plan: cost of serving a "
-                                     "group on a replica that has another model loaded.")
-    allow_model_swap: bool = Field(False, description="QLM plan may assign a group to a "
-                                   "replica of another model (model swapping comes later).")
     estimator_z: float = Field(1.0, ge=0, description="Tail margin of the waiting-time "
                                "estimate, in standard deviations of the tokens ahead.")
     max_kv_usage: float = Field(0.95, gt=0, le=1, description="Pull: a replica whose KV usage "

@@ -17,8 +17,8 @@ simulator run this code.
 - **Expiry**: a queued request whose deadline passed gets 504 if its class expires;
   any request queued longer than ``queue_timeout_s`` gets 503.
 - **Durability**: the dispatcher journals dispatches and completions in :attr:`journal`;
-  the queue service writes them to the store.  :meth:`restore` rebuilds the state a
-  restarted queue manager reads back.
+  the queue service writes them to the store.  :meth:`restore_queued` and
+  :meth:`restore_dispatched` rebuild the state a restarted queue manager reads back.
 """
 
 from __future__ import annotations
@@ -32,8 +32,12 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator.config import QueueConfig, SLOClass, default_slo_classes
-from orchestrator.errors import (DuplicateRequestError, NoHealthyReplicaError, OverloadedError,
-                                 SLOUnattainableError)
+from orchestrator.errors import (
+    DuplicateRequestError,
+    NoHealthyReplicaError,
+    OverloadedError,
+    SLOUnattainableError,
+)
 from orchestrator.estimator import WaitEstimator, speed_from_profile
 from orchestrator.eviction import choose_evictions
 from orchestrator.fleet import Assignment, ReplicaState
@@ -320,7 +324,7 @@ class Dispatcher:
         result = self.estimator.run_pass(self._policy.ordered(now), self._policy.key, views, now)
         try:
             done = self._policy.replan(result, now)
-        except Exception:  # noqa: BLE001 - a failed plan must not stop eviction or dispatch
+        except Exception:
             logger.exception("queue policy re-plan failed; plan cleared")
             self._policy.clear_plan()
             done = {}
@@ -541,5 +545,4 @@ def _pull_order(r: ReplicaState) -> tuple[float, str]:
 def _policy_kwargs(config: QueueConfig) -> dict[str, Any]:
     if config.policy != "qlm":
         return {}
-    return {"swap_cost_s": config.model_swap_cost_s, "allow_model_swap": config.allow_model_swap,
-            "time_limit_s": config.plan_time_limit_s}
+    return {"time_limit_s": config.plan_time_limit_s}

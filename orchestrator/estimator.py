@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from augserve_common.priors import FALLBACK_OUTPUT_TOKENS
 from orchestrator.queue_policy import QueuedRequest
 
 Z_P90 = 1.2816
@@ -52,7 +53,7 @@ class ReplicaSpeed:
     saturated_tokens_per_s: float | None = None
     busy_tokens_per_s: float | None = None
     #: EWMA of the predicted output of the requests dispatched to it (tokens).
-    mean_request_tokens: float = 128.0
+    mean_request_tokens: float = FALLBACK_OUTPUT_TOKENS
 
     @property
     def tokens_per_s(self) -> float:
@@ -116,7 +117,7 @@ class _SortedSums:
     running sums.  A group's keys arrive in order (arrival order within a class), so a
     query is a bisection; one out-of-order key turns it into a scan."""
 
-    __slots__ = ("keys", "cum_tokens", "cum_var", "in_order")
+    __slots__ = ("cum_tokens", "cum_var", "in_order", "keys")
 
     def __init__(self) -> None:
         self.keys: list[tuple] = []
@@ -199,7 +200,7 @@ class PassResult:
 
 
 class WaitEstimator:
-    def __init__(self, z: float = 1.0, alpha: float = 0.2, fallback_tokens: float = 128.0,
+    def __init__(self, z: float = 1.0, alpha: float = 0.2, fallback_tokens: float = FALLBACK_OUTPUT_TOKENS,
                  min_wait_s: float = 0.5, error_window: int = 2000) -> None:
         self.z = z
         self.alpha = alpha
@@ -380,8 +381,7 @@ class WaitEstimator:
             g[0] += 1
             g[1] += tokens + z * sqrt(var)
             left = request.deadline_s - now_s
-            if left < g[2]:
-                g[2] = left
+            g[2] = min(g[2], left)
             if heap is None:
                 continue
             wait, replica_id = heap[0]
@@ -406,6 +406,3 @@ class WaitEstimator:
                 "estimator_error_p90": (statistics.quantiles(errors, n=10)[-1]
                                         if len(errors) >= 10 else math.nan),
                 "estimator_scored": float(self.num_scored)}
-
-    def recent_errors(self) -> list[float]:
-        return list(self._errors)

@@ -30,11 +30,8 @@ class QlmPolicy(EdfPolicy):
     name = "qlm"
     uses_late = True
 
-    def __init__(self, swap_cost_s: float = 30.0, allow_model_swap: bool = False,
-                 time_limit_s: float = 0.05) -> None:
+    def __init__(self, time_limit_s: float = 0.05) -> None:
         super().__init__()
-        self.swap_cost_s = swap_cost_s
-        self.allow_model_swap = allow_model_swap
         self.time_limit_s = time_limit_s
         #: HiGHS node limit (None: none); the simulator sets it, with a time limit that
         #: never binds, so that a plan depends on its inputs only.
@@ -56,9 +53,6 @@ class QlmPolicy(EdfPolicy):
         mine = [g for g in groups if self._plan.get(g, replica_id) == replica_id]
         return self._take(mine) or self._take([g for g in groups if g not in mine], latest=True)
 
-    def preferred_replica(self, request: QueuedRequest) -> str | None:
-        return self._plan.get(request.group)
-
     def pulls_to_puller(self) -> bool:
         return bool(self._plan)
 
@@ -76,9 +70,10 @@ class QlmPolicy(EdfPolicy):
         replicas = [PlanReplica(r.replica_id, r.model, r.speed.tokens_per_s,
                                 0.0 if r.has_room else r.speed.slot_free_s())
                     for r in view.replicas]
-        plan = plan_milp(groups, replicas, swap_cost_s=self.swap_cost_s,
-                         allow_model_swap=self.allow_model_swap, time_limit_s=self.time_limit_s,
-                         node_limit=self.node_limit)
+        # dispatch never loads another model on a replica: a group stays on its model's
+        # replicas (the planner's model-swap term is the paper's, unused here)
+        plan = plan_milp(groups, replicas, swap_cost_s=0.0, allow_model_swap=False,
+                         time_limit_s=self.time_limit_s, node_limit=self.node_limit)
         self._plan = {by_key[k]: rid for k, rid in plan.assignment.items()}
         self.last_plan = {"assignment": dict(plan.assignment), "status": plan.status,
                           "objective": plan.objective, "solve_ms": plan.solve_ms,

@@ -65,9 +65,6 @@ class QueuedRequest:
     late: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __lt__(self, other: QueuedRequest) -> bool:
-        return (self.priority, self.enqueued_s, self.seq) < (other.priority, other.enqueued_s, other.seq)
-
     @property
     def slo_class(self) -> str:
         if self.slo is None:
@@ -187,10 +184,6 @@ class QueuePolicy(ABC):
             self._heaps[group] = [(self.key(e[2]), e[1], e[2]) for e in heap
                                   if self._live.get(e[2].request_id) is e[2]]
             heapq.heapify(self._heaps[group])
-
-    def preferred_replica(self, request: QueuedRequest) -> str | None:
-        """The replica a plan gives this request's group (None: no preference)."""
-        return None
 
     def pulls_to_puller(self) -> bool:
         """True while a plan is in force: the replica that pulled a request runs it."""

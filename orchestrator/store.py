@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from predictor_service.redis_url import RedisUrlSource
-
+from augserve_common.redis_url import RedisUrlSource
+from augserve_common.strict import StrictModel
 from orchestrator.queue_policy import QueuedRequest
 
 logger = logging.getLogger(__name__)
@@ -39,10 +39,8 @@ logger = logging.getLogger(__name__)
 RECORD_STATES: tuple[str, ...] = ("queued", "dispatched")
 
 
-class StoreConfig(RedisUrlSource):
+class StoreConfig(StrictModel, RedisUrlSource):
     """Where the global queue records accepted requests."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     redis_url: str | None = Field(
         None, description="Redis URL (redis://, rediss:// or unix://) of the durable store; "

@@ -56,12 +56,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from predictor_service.redis_url import redacted
-
+from augserve_common.redis_url import redacted
 from orchestrator.queue_policy import QueuedRequest
-from orchestrator.store import (RECORD_STATES, QueueStore, RateLimitedLog,
-                                RequestAlreadyFinishedError, StoreConfig, StoredRequest,
-                                StoreUnavailableError)
+from orchestrator.store import (
+    RECORD_STATES,
+    QueueStore,
+    RateLimitedLog,
+    RequestAlreadyFinishedError,
+    StoreConfig,
+    StoredRequest,
+    StoreUnavailableError,
+)
 from orchestrator.store_outbox import Outbox, PendingWrite
 
 logger = logging.getLogger(__name__)
@@ -343,7 +348,7 @@ class RedisStore(QueueStore):
             self._wake.clear()
             try:
                 ok = await self._flush_all()
-            except Exception:  # noqa: BLE001 - the writer must outlive any bug in one flush
+            except Exception:
                 logger.exception("queue store: flush failed")
                 ok = False
             if ok:

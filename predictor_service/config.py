@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from predictor_service.redis_url import RedisUrlSource
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from augserve_common.priors import DEFAULT_API_P90_S, DEFAULT_API_S, FALLBACK_OUTPUT_TOKENS
+from augserve_common.redis_url import RedisUrlSource
+from augserve_common.strict import StrictModel
 
 
 class PredictorConfig(StrictModel, RedisUrlSource):
@@ -36,7 +34,7 @@ class PredictorConfig(StrictModel, RedisUrlSource):
     refit_interval_s: float = Field(
         2.0, gt=0, description="...or when this long has passed since the last refit and "
         "there are new observations.")
-    prior_output_tokens_p50: float = Field(128.0, gt=0, description="Prior median length.")
+    prior_output_tokens_p50: float = Field(FALLBACK_OUTPUT_TOKENS, gt=0, description="Prior median length.")
     prior_output_tokens_p90: float = Field(512.0, gt=0, description="Prior p90 length.")
     max_api_names: int = Field(32, ge=0, description="Most API names in one prediction.")
     max_prompt_chars: int = Field(
@@ -61,8 +59,8 @@ class PredictorConfig(StrictModel, RedisUrlSource):
     classifier_checkpoint: str | None = Field(
         None, description="classifier: checkpoint (.npz) from `augserve predictor "
         "train-classifier`; without one it learns from observations only.")
-    duration_prior_mean_s: float = Field(5.0, ge=0, description="API duration prior mean.")
-    duration_prior_p90_s: float = Field(15.0, ge=0, description="API duration prior p90.")
+    duration_prior_mean_s: float = Field(DEFAULT_API_S, ge=0, description="API duration prior mean.")
+    duration_prior_p90_s: float = Field(DEFAULT_API_P90_S, ge=0, description="API duration prior p90.")
     duration_prior_weight: float = Field(2.0, ge=0, description="Pseudo-observations of "
                                          "the duration prior.")
     max_api_names_tracked: int = Field(1024, ge=1, description="Most API names with "
@@ -96,10 +94,10 @@ class ClientConfig(StrictModel):
     max_prompt_chars: int = Field(
         16_000, ge=64, description="Prompt text sent is cut to its first and last halves of "
         "this many characters (the server's own cut); at most as many token ids are sent.")
-    fallback_output_tokens: float = Field(128.0, gt=0, description="Fallback point/p50 length.")
+    fallback_output_tokens: float = Field(FALLBACK_OUTPUT_TOKENS, gt=0, description="Fallback point/p50 length.")
     fallback_output_tokens_p90: float = Field(512.0, gt=0, description="Fallback p90 length.")
-    fallback_api_duration_s: float = Field(5.0, ge=0, description="Fallback API duration mean.")
-    fallback_api_duration_p90_s: float = Field(15.0, ge=0, description="Fallback API p90.")
+    fallback_api_duration_s: float = Field(DEFAULT_API_S, ge=0, description="Fallback API duration mean.")
+    fallback_api_duration_p90_s: float = Field(DEFAULT_API_P90_S, ge=0, description="Fallback API p90.")
 
 
 class PredictorAppConfig(StrictModel):

@@ -13,19 +13,28 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-
+from augserve_common.redis_url import redacted
 from predictor_service.config import PredictorConfig
 from predictor_service.distributions import lognormal
 from predictor_service.durations import DurationModel
 from predictor_service.embedding import EMBEDDING_MODEL
 from predictor_service.features import prompt_text
-from predictor_service.learner import Learner, Sample, is_ready, make_batch, parse_history
+from predictor_service.learner import (
+    Learner,
+    Sample,
+    is_ready,
+    make_batch,
+    parse_history,
+)
 from predictor_service.length_models import resolve_length_model
 from predictor_service.metrics import PredictorMetrics
-from predictor_service.redis_url import redacted
 from predictor_service.store import MemoryStore, RedisStore, Snapshot, pack_state
-from predictor_service.types import (ApiDurationPrediction, LengthQuery, Observation,
-                                     Prediction)
+from predictor_service.types import (
+    ApiDurationPrediction,
+    LengthQuery,
+    Observation,
+    Prediction,
+)
 
 logger = logging.getLogger("augserve.predictor")
 MAX_NAME_CHARS = 128
@@ -208,7 +217,7 @@ class PredictorCore:
                 started = time.perf_counter()
                 try:
                     lengths = await asyncio.to_thread(self._predict_lengths, [p.query for p in batch])
-                except Exception as exc:  # noqa: BLE001 - fail these calls, keep serving
+                except Exception as exc:
                     logger.exception("prediction failed")
                     for p in batch:
                         if not p.future.done():
@@ -304,7 +313,7 @@ class PredictorCore:
             embed = self.embedder.embed if self.embedder is not None else None
             try:
                 fitted, errors = await asyncio.to_thread(learner.fit_job(embed))
-            except Exception:  # noqa: BLE001 - keep the old model, try again later
+            except Exception:
                 logger.exception("refit of model %r failed; next try in %.0f s", learner.model,
                                  REFIT_RETRY_S)
                 learner.not_before_s = self.clock() + REFIT_RETRY_S
@@ -347,7 +356,7 @@ class PredictorCore:
                     await self._persist()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the loop must survive
+            except Exception:
                 logger.exception("predictor maintenance failed")
 
     # ---- persistence --------------------------------------------------------------------
@@ -406,7 +415,7 @@ class PredictorCore:
                     learner.pending = max(learner.pending, 1)  # fit what was restored
             except PredictorInputError as exc:
                 logger.warning("not restoring model %r: %s", name, exc)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.metrics.counters.corrupt_snapshots += 1
                 logger.exception("restoring model %r failed; skipped", name)
 

@@ -6,7 +6,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from augserve_common.strict import StrictModel
+from replicas.policy.ranking import RERANK_EVERY_STEPS, STARVATION_THRESHOLD_STEPS
 
 DEFAULT_MODEL_NAME = "tiny-llama"
 
@@ -21,10 +24,6 @@ def default_model_path() -> Path:
     return cache_dir() / "models" / DEFAULT_MODEL_NAME
 
 
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class EngineConfig(StrictModel):
     """The vLLM engine settings that a replica exposes; anything else goes in ``extra_args``."""
 
@@ -34,8 +33,8 @@ class EngineConfig(StrictModel):
     max_num_batched_tokens: int | None = Field(
         None, ge=16, description="Token budget of one engine iteration; default: vLLM's.")
     kv_cache_gib: float = Field(
-        1.0, gt=0, description="KV-cache memory in GiB (CPU: VLLM_CPU_KVCACHE_SPACE of the "
-        "engine process; GPU: kv_cache_memory_bytes).")
+        1.0, gt=0, description="KV-cache memory in GiB, passed to vLLM as kv_cache_memory_bytes "
+        "(on CPU and GPU alike; VLLM_CPU_KVCACHE_SPACE is ignored).")
     block_size: int | None = Field(
         None, ge=16, description="KV block size in tokens (multiple of 32 on CPU); default: vLLM's.")
     enforce_eager: bool = Field(True, description="Skip graph capture (required on CPU).")
@@ -77,11 +76,11 @@ class SchedulingConfig(StrictModel):
         "fcfs", description="Waiting order and KV handling at API calls (README, 'Replica "
         "policies'); the -oracle ones read the true lengths of benchmark annotations.")
     rerank_every_steps: int = Field(
-        4, ge=1, description="Recompute scores and re-sort the waiting queue every k steps "
+        RERANK_EVERY_STEPS, ge=1, description="Recompute scores and re-sort the waiting queue every k steps "
         "(new requests are placed by their score at once); 4 keeps LAMPS under 1 ms per step "
         "with 256 waiting (README, 'Replica policies').")
     starvation_threshold_steps: int | None = Field(
-        100, ge=1, description="A request passed over this many steps goes to the front "
+        STARVATION_THRESHOLD_STEPS, ge=1, description="A request passed over this many steps goes to the front "
         "(LAMPS chose 100); null: never.")
     pause_kv_watermark: float = Field(
         0.85, gt=0, le=1, description="KV usage above which preserved (paused) sessions are "

@@ -2,8 +2,7 @@
 
 It streams token deltas for :class:`~replicas.types.ReplicaRequest`, aborts the engine
 request when its caller goes away (cancellation closes the engine stream), reports its
-state to the queue manager every ``stats_period_s`` and through ``record_routing_stats``,
-and fails its health check when the engine has died.
+state to the queue manager every ``stats_period_s``, and fails its health check when the engine has died.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ from predictor_service.client import PredictorClient, resolver
 from predictor_service.config import ClientConfig
 from predictor_service.types import LengthQuery, Prediction
 from replicas.coalesce import coalesce
-from replicas.direct import run_direct
 from replicas.config import ReplicaConfig
+from replicas.direct import run_direct
 from replicas.engine import EngineDeadError, ReplicaEngine, VLLMEngine
 from replicas.metrics import ReplicaMetrics
 from replicas.pause_budget import PauseBudget, is_starved
@@ -34,8 +33,14 @@ from replicas.stats_report import PolicyCounters, ReplicaReportInputs, replica_s
 from replicas.tool_calls import ToolCallParser
 from replicas.tools import ToolExecutor, parse_tools
 from replicas.turns import TurnRunner, outlook_extra, predicted_outlook
-from replicas.types import (AugTurn, ReplicaLimits, ReplicaRequest, ReplicaStats,
-                            RequestEvictedError, TokenDelta)
+from replicas.types import (
+    AugTurn,
+    ReplicaLimits,
+    ReplicaRequest,
+    ReplicaStats,
+    RequestEvictedError,
+    TokenDelta,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -236,14 +241,12 @@ class ReplicaCore:
     def report_inputs(self, engine_alive: bool = True) -> ReplicaReportInputs:
         """What the report reads, now (the pure :func:`replica_stats` builds it)."""
         sink, c, st = self.engine.stats_sink, self.turns.counters, self.engine_state
-        kv_bytes = max(1, self.engine.kv_bytes_per_token())
         counters = PolicyCounters(
             calls_by_strategy=dict(c.calls_by_strategy),
             num_preserved_paused=len(self.budget), num_demotions=self.budget.num_demotions,
             recomputed_tokens=c.recomputed_tokens,
             num_starvation_promotions=int(st.get("num_starvation_promotions", 0)),
             num_preempted_total=sink.num_preempted_total,
-            swapped_tokens=c.swapped_bytes // kv_bytes, swapped_bytes=c.swapped_bytes,
             score_ms_per_step_p50=float(st.get("score_ms_per_step_p50", 0.0)),
             score_ms_per_step_max=float(st.get("score_ms_per_step_max", 0.0)))
         return ReplicaReportInputs(
@@ -270,7 +273,6 @@ class ReplicaCore:
     ray_actor_options={"num_cpus": 0},
     request_router_config=RequestRouterConfig(
         request_router_class="replicas.router:AssignedReplicaRouter",
-        request_routing_stats_period_s=2.0,
     ),
 )
 class LLMReplica:
@@ -312,12 +314,6 @@ class LLMReplica:
 
     async def stats(self) -> ReplicaStats:
         return self._core.stats(self._engine_alive)
-
-    async def record_routing_stats(self) -> dict[str, Any]:
-        s = self._core.stats(self._engine_alive)
-        return {"num_running": s.num_running, "num_waiting": s.num_waiting,
-                "kv_usage": s.kv_usage, "output_tokens_per_s": s.output_tokens_per_s,
-                "gpu_class": s.gpu_class}
 
     async def check_health(self) -> None:
         try:

@@ -11,7 +11,6 @@ from replicas.types import ReplicaStats
 COUNTERS = {
     "recomputed_tokens": ("augserve_replica_recomputed_tokens_total",
                           "Tokens computed again after a discard (beyond the prefix cache)."),
-    "swapped_bytes": ("augserve_replica_swapped_bytes_total", "KV bytes swapped out and in."),
     "num_demotions": ("augserve_replica_demotions_total",
                       "Preserved sessions demoted to discard by the pause budget."),
     "num_starvation_promotions": ("augserve_replica_starvation_promotions_total",

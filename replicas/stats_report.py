@@ -24,8 +24,8 @@ class PolicyCounters:
     recomputed_tokens: int
     num_starvation_promotions: int
     num_preempted_total: int
+    #: Context tokens copied to the CPU pool (the simulator; the CPU build cannot swap).
     swapped_tokens: int = 0
-    swapped_bytes: int = 0
     #: The scheduler's scoring time per step (measured on the engine; None in simulation).
     score_ms_per_step_p50: float | None = None
     score_ms_per_step_max: float | None = None
@@ -64,7 +64,6 @@ def policy_extra(counters: PolicyCounters, profile: ReplicaProfile) -> dict[str,
         "num_demotions": float(counters.num_demotions),
         "recomputed_tokens": float(counters.recomputed_tokens),
         "swapped_tokens": float(counters.swapped_tokens),
-        "swapped_bytes": float(counters.swapped_bytes),
         "swap_supported": 1.0 if profile.can_swap else 0.0,
         "num_preempted_total": float(counters.num_preempted_total),
         "num_starvation_promotions": float(counters.num_starvation_promotions),

@@ -17,14 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from augserve_common.priors import DEFAULT_API_S, FALLBACK_OUTPUT_TOKENS
 from predictor_service.types import Prediction
 from replicas.policy import BatchLoad, Outlook, Pause, ReplicaPolicy, ReplicaProfile, Strategy
 from replicas.types import AugTurn
-
-#: Duration assumed for an API the predictor has no estimate of (its own prior).
-DEFAULT_API_S = 5.0
-#: Output tokens assumed for a turn without a prediction (the client's fallback).
-FALLBACK_OUTPUT_TOKENS = 128.0
 
 
 def predicted_outlook(context_tokens: int, pred: Prediction | None, turn: AugTurn | None,

@@ -48,7 +48,6 @@ def outlook_extra(o: Outlook) -> dict[str, Any]:
 class TurnCounters:
     calls_by_strategy: Counter[str] = dataclasses.field(default_factory=Counter)
     recomputed_tokens: int = 0
-    swapped_bytes: int = 0
     num_tool_errors: int = 0
 
 

@@ -21,7 +21,8 @@ from vllm.v1.core.sched.scheduler import Scheduler
 
 from replicas.policy import Outlook, make_policy, outlook_from_extra
 from replicas.policy.profile import ReplicaProfile, StepRecord
-from replicas.policy.ranking import WaitingRanker
+from replicas.policy.ranking import (RERANK_EVERY_STEPS, STARVATION_THRESHOLD_STEPS,
+                                     WaitingRanker)
 from replicas.policy.waste import BatchLoad
 
 PINNED_VLLM_VERSION = "0.32.0"
@@ -116,8 +117,9 @@ class AugserveScheduler(Scheduler):
         if op == "configure":
             self.ranker.configure(
                 make_policy(payload["policy"]), ReplicaProfile(**payload["profile"]),
-                starvation_threshold_steps=payload.get("starvation_threshold_steps"),
-                rerank_every_steps=int(payload.get("rerank_every_steps", 1)),
+                starvation_threshold_steps=payload.get("starvation_threshold_steps",
+                                                       STARVATION_THRESHOLD_STEPS),
+                rerank_every_steps=int(payload.get("rerank_every_steps", RERANK_EVERY_STEPS)),
                 live_profile=bool(payload.get("live_profile", True)))
             self.waiting.rekey()  # type: ignore[attr-defined]
             return self._state()

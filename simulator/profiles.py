@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from augserve_common.strict import StrictModel
 from simulator.cost import LinearCost, StepCost, TableCost
 
 PROFILES_DIR = Path(__file__).with_name("profiles")
@@ -21,18 +22,14 @@ class ProfileError(ValueError):
     """A profile that cannot be used; the message names the file and key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Number(_Strict):
+class Number(StrictModel):
     value: float = Field(..., ge=0, description="The number, in the unit its key names.")
     basis: Literal["measured", "derived"] = Field(..., description="How it was obtained.")
     source: str = Field(..., min_length=3, description="Who measured it and where, or the "
                         "formula with its inputs.")
 
 
-class StepCostSpec(_Strict):
+class StepCostSpec(StrictModel):
     kind: Literal["linear", "table"] = Field(..., description="Cost model.")
     c_ms: Number | None = Field(None, description="linear: fixed ms per step.")
     a_ms_per_token: Number | None = Field(None, description="linear: ms per computed token.")
@@ -59,7 +56,7 @@ class StepCostSpec(_Strict):
         return TableCost(tuple(sorted((float(x), float(y)) for x, y in self.points or ())), b)
 
 
-class Profile(_Strict):
+class Profile(StrictModel):
     name: str = Field(..., description="The file's stem.")
     gpu: str = Field(..., description="GPU class label (CPU for this machine's engine).")
     model: str = Field(..., description="Model label.")

@@ -22,15 +22,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from predictor_service.types import Prediction
 from replicas.augmented import filler_tokens
 from replicas.engine_stats import ThroughputWindow
 from replicas.pause_budget import PauseBudget, PausedSession, is_starved
 from replicas.policy import ReplicaPolicy, ReplicaProfile, Strategy, make_policy
 from replicas.policy.ranking import WaitingRanker
-from replicas.turn_plan import TurnPlan, predicted_outlook
 from replicas.stats_report import PolicyCounters, ReplicaReportInputs, replica_stats
+from replicas.turn_plan import TurnPlan, predicted_outlook
 from replicas.types import AugTurn, ReplicaLimits, ReplicaStats
-from predictor_service.types import Prediction
 from simulator.cost import StepCost
 from simulator.engine import EngineLimits, EngineModel, EngineRequest, SeqStatus
 from simulator.events import EventLoop, Phase
@@ -316,8 +316,7 @@ class SimReplica:
             calls_by_strategy=self.calls_by_strategy, num_preserved_paused=len(self.budget),
             num_demotions=self.budget.num_demotions, recomputed_tokens=self.recomputed_tokens,
             num_starvation_promotions=engine.ranker.guard.num_promotions,
-            num_preempted_total=engine.num_preemptions, swapped_tokens=self.swapped_tokens,
-            swapped_bytes=self.swapped_tokens * self.profile.kv_bytes_per_token)
+            num_preempted_total=engine.num_preemptions, swapped_tokens=self.swapped_tokens)
         return replica_stats(ReplicaReportInputs(
             replica_id=self.replica_id, deployment=self.setup.deployment,
             gpu_class=self.setup.gpu_class, model=self.setup.model,

@@ -17,10 +17,10 @@ from pydantic.json_schema import models_json_schema
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from orchestrator.config import IngressConfig, QueueConfig, SLOClass  # noqa: E402
-from predictor_service.config import PredictorAppConfig  # noqa: E402
-from predictor_service.redis_url import RedisUrlSource  # noqa: E402
-from replicas.config import EngineConfig, RoomConfig, SchedulingConfig  # noqa: E402
+from augserve_common.redis_url import RedisUrlSource
+from orchestrator.config import IngressConfig, QueueConfig, SLOClass
+from predictor_service.config import PredictorAppConfig
+from replicas.config import EngineConfig, RoomConfig, SchedulingConfig
 
 SCHEMA_PATH = REPO / "k8s" / "charts" / "augserve" / "values.schema.json"
 #: Keys the chart sets itself from `redis` (a password must come from a secret).

@@ -33,6 +33,11 @@ from replicas.policy.waste import BatchLoad
 
 R = TypeVar("R")
 
+#: Defaults of the replica's ``scheduling`` config (``replicas.config.SchedulingConfig``
+#: reads them from here; the engine's scheduler starts with them until configured).
+RERANK_EVERY_STEPS = 4
+STARVATION_THRESHOLD_STEPS = 100
+
 #: Errors a malformed outlook may raise while scoring; the request then keeps arrival order.
 _SCORE_ERRORS = (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError)
 
@@ -40,8 +45,8 @@ _SCORE_ERRORS = (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionErr
 class WaitingRanker(Generic[R]):
     def __init__(self, outlook_of: Callable[[Any], Outlook | None],
                  policy: ReplicaPolicy | None = None, profile: ReplicaProfile | None = None, *,
-                 starvation_threshold_steps: int | None = 100, rerank_every_steps: int = 1,
-                 live_profile: bool = True) -> None:
+                 starvation_threshold_steps: int | None = STARVATION_THRESHOLD_STEPS,
+                 rerank_every_steps: int = RERANK_EVERY_STEPS, live_profile: bool = True) -> None:
         self._outlook_of = outlook_of
         self.policy = policy or make_policy("fcfs")
         self.profile = profile or ReplicaProfile(0.05, 10.0, 256, 0)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, RootModel, StringConstraints, field_validator
 
-from replicas.config import StrictModel
+from augserve_common.strict import StrictModel
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_RESPONSE_BYTES_LIMIT = 16 * 1024 * 1024

@@ -72,7 +72,7 @@ def test_under_a_plan_the_replica_that_helps_out_runs_what_it_took():
     for i in range(6, 12):
         d.admit(req(i, "tight", tokens=1500))
     d.run_pass(force=True)
-    assert d.policy.preferred_replica(req(6, "tight")) == "F"
+    assert d.snapshot()["plan"]["assignment"]["m/tight"] == "F"
     on_f = [k for k, v in d._assigned.items() if v == "F"][:1]
     on_s = [k for k, v in d._assigned.items() if v == "S"][:3]
     for rid in on_f + on_s:
@@ -122,8 +122,13 @@ async def test_an_evicted_request_is_kept_for_its_retry_past_the_lost_grace():
 
 
 class SlowStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = asyncio.Event()
+
     async def put(self, request, *, required: bool) -> bool:
         written = await super().put(request, required=required)
+        self.writing.set()
         await asyncio.sleep(0.01)  # the Redis round trip
         return written
 
@@ -133,7 +138,8 @@ async def test_a_caller_gone_during_the_store_write_leaves_no_record():
     svc = QueueService(QueueConfig(), clock=FakeClock(), store=store)
     svc.report(replica_stats("a", max_num_seqs=1, max_waiting=0))
     task = asyncio.ensure_future(svc.enqueue(req(0)))
-    await asyncio.sleep(0.001)
+    await asyncio.wait_for(store.writing.wait(), 5)  # the caller goes while the write runs
+    assert [s.request.request_id for s in await store.load()] == [req(0).request_id]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert await store.load() == [] and svc.core.num_queued == 0

@@ -8,7 +8,7 @@ from orchestrator.config import DurabilityConfig
 from orchestrator.store import StoreConfig
 from predictor_service.config import PredictorConfig
 from predictor_service.core import PredictorCore
-from predictor_service.redis_url import RedisUrlError, redacted, resolve_redis_url
+from augserve_common.redis_url import RedisUrlError, redacted, resolve_redis_url
 
 URL = "redis://:s3cret@redis.augserve.svc:6379/0"
 

@@ -33,13 +33,15 @@ class FakeStream:
         self.cancelled = True
 
 
-def make_run(streams):
+def make_run(streams, retries=None):
+    """``released``: what the run released itself; ``retries``: the ``retry`` flag of each
+    enqueue (a retry's release of the failed attempt is the queue manager's, on enqueue)."""
     released, assigned = [], []
+    retries = [] if retries is None else retries
     streams = list(streams)
 
     async def enqueue(q, retry):
-        if retry:
-            released.append((q.request_id, Outcome.FAILED))
+        retries.append(retry)
         a = Assignment(q.request_id, f"rep{len(assigned)}", "d", "large", 0.0)
         assigned.append(a)
         return a
@@ -71,18 +73,21 @@ async def test_streams_and_releases_once():
 
 
 async def test_retries_on_another_replica_before_first_token():
-    broken = FakeStream(deltas(3), fail_after=0)
-    run, released, assigned = make_run([broken, FakeStream(deltas(2))])
+    broken, retries = FakeStream(deltas(3), fail_after=0), []
+    run, released, assigned = make_run([broken, FakeStream(deltas(2))], retries)
     assert await collect(run) == ["t0", "t1"]
     assert broken.cancelled and len(assigned) == 2 and run.trace.attempts == 2
-    assert released == [("r1", Outcome.FAILED), ("r1", Outcome.COMPLETED)]
+    assert retries == [False, True]  # queued again as a retry, which releases the first try
+    assert released == [("r1", Outcome.COMPLETED)]
 
 
 async def test_no_retry_after_tokens_were_sent():
-    run, released, _ = make_run([FakeStream(deltas(3), fail_after=1), FakeStream(deltas(3))])
+    retries = []
+    run, released, _ = make_run([FakeStream(deltas(3), fail_after=1), FakeStream(deltas(3))],
+                                retries)
     with pytest.raises(ReplicaFailedError):
         await collect(run)
-    assert released == [("r1", Outcome.FAILED)]
+    assert retries == [False] and released == [("r1", Outcome.FAILED)]
 
 
 async def test_engine_refusal_is_a_400():

@@ -11,7 +11,7 @@ def _inputs(**kw) -> ReplicaReportInputs:
     counters = PolicyCounters(
         calls_by_strategy={"preserve": 3, "swap": 1}, num_preserved_paused=2, num_demotions=1,
         recomputed_tokens=400, num_starvation_promotions=5, num_preempted_total=7,
-        swapped_tokens=10, swapped_bytes=5120, **kw)
+        swapped_tokens=10, **kw)
     return ReplicaReportInputs(
         replica_id="r0", deployment="d", gpu_class="g", model="m", limits=ReplicaLimits(32, 8),
         num_running=4, num_waiting=6, active_request_ids=("a", "b", "c"),
@@ -29,7 +29,7 @@ def test_report_carries_counters_profile_and_platform() -> None:
     e = s.extra
     assert (e["calls_preserve"], e["calls_discard"], e["calls_swap"]) == (3.0, 0.0, 1.0)
     assert e["num_preempted_total"] == 7.0 and e["recomputed_tokens"] == 400.0
-    assert e["swapped_tokens"] == 10.0 and e["swapped_bytes"] == 5120.0
+    assert e["swapped_tokens"] == 10.0
     assert e["swap_supported"] == 0.0 and e["kv_bytes_per_token"] == 512.0
     assert e["profile_a_ms_per_token"] == 0.05 and e["profile_saturation_tokens"] == 256.0
     assert e["pid"] == 42.0

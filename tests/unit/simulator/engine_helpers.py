@@ -14,7 +14,7 @@ def engine(num_blocks: int = 33, block_size: int = 4, max_num_seqs: int = 4,
            budget: int = 16, policy: str = "fcfs", watermark: float = 0.0) -> EngineModel:
     ranker: WaitingRanker[EngineRequest] = WaitingRanker(
         lambda r: r.outlook, make_policy(policy), ReplicaProfile(0.05, 10.0, 16, 1),
-        starvation_threshold_steps=None)
+        starvation_threshold_steps=None, rerank_every_steps=1)
     tokens = itertools.count(5000)
     return EngineModel(EngineLimits(max_num_seqs, budget, 1024),
                        KvCache(num_blocks, block_size, watermark=watermark), ranker,
