@@ -129,7 +129,7 @@ class Dispatcher:
     def _evicting(self, request_id: str, age_s: float) -> bool:
         """An evicted request waits for its caller's retry (not "lost"), for a while."""
         request = self._in_flight.get(request_id)
-        return (request is not None and bool(request.extra.get("evicted"))
+        return (request is not None and request.evicted
                 and age_s < 3 * self.config.lost_grace_s)
 
     def remove_replica(self, replica_id: str) -> list[str]:
@@ -204,8 +204,8 @@ class Dispatcher:
         request.seq = next(self._seq) + 1
         request.enqueued_s = now
         wait = self.estimator.admission_wait_s(request, self._policy.key(request), views)
-        request.extra["est_wait_s"] = float(wait)
-        if slo is None or request.extra.get("evicted"):
+        request.est_wait_s = float(wait)
+        if slo is None or request.evicted:
             return
         misses = ((slo.ttft_ms is not None
                    and now + wait + best_ttft > request.arrival_s + slo.ttft_ms / 1000.0)
@@ -303,7 +303,7 @@ class Dispatcher:
         """Replicas with room for this request.  A retried request avoids the replica that
         failed (or evicted) it while another healthy replica serves its model."""
         out = list(with_room)
-        avoid = request.extra.get("avoid_replica")
+        avoid = request.avoid_replica
         if avoid is not None and any(r.replica_id != avoid for r in
                                      self.healthy_replicas(request.model)):
             out = [r for r in out if r.replica_id != avoid]
@@ -341,9 +341,9 @@ class Dispatcher:
                 healthy, self._in_flight, queued_heads, now, self.config.eviction.overhead_s):
             state = self._replicas[replica_id]
             request = self._in_flight.get(request_id)
-            if request is None or request.extra.get("evicted"):
+            if request is None or request.evicted:
                 continue
-            request.extra["evicted"] = True
+            request.evicted = True
             state.pending_evictions.append(request_id)
             self.counters["evictions"] += 1
             logger.info("evicting %s from %s (deadline in %.1fs)", request_id, replica_id,
@@ -490,8 +490,8 @@ class Dispatcher:
         state = self._replicas.get(replica_id)
         request = self._in_flight[request_id]
         return Assignment(request_id, replica_id,
-                          state.stats.deployment if state else str(request.extra.get("deployment", "")),
-                          state.stats.gpu_class if state else str(request.extra.get("gpu_class", "")),
+                          state.stats.deployment if state else request.recovered_deployment,
+                          state.stats.gpu_class if state else request.recovered_gpu_class,
                           0.0)
 
     def lookup(self, request_id: str) -> QueuedRequest | None:

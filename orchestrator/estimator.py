@@ -243,7 +243,7 @@ class WaitEstimator:
         if speed is not None:
             speed.mean_request_tokens = _ewma(speed.mean_request_tokens,
                                               request.predicted_tokens, self.alpha)
-        estimate = request.extra.get("est_wait_s")
+        estimate = request.est_wait_s
         actual = now_s - request.enqueued_s
         last = self._last_dispatch.get(request.model)
         if last is not None and last[1] and now_s > last[0]:  # backlogged since the last one

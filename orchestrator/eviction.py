@@ -33,7 +33,7 @@ def choose_evictions(replicas: Iterable[ReplicaState], in_flight: dict[str, Queu
             request = in_flight.get(request_id)
             since = r.in_flight.get(request_id)
             if (request is None or since is None or now_s - since < MIN_AGE_S
-                    or math.isinf(request.deadline_s) or request.extra.get("evicted")):
+                    or math.isinf(request.deadline_s) or request.evicted):
                 continue
             here = (now_s + r.speed.slot_free_s() * max(1, r.stats.num_waiting)
                     + r.speed.prefill_s(request.num_prompt_tokens))
@@ -41,7 +41,7 @@ def choose_evictions(replicas: Iterable[ReplicaState], in_flight: dict[str, Queu
                 continue
             for other in sorted(replicas, key=lambda o: o.speed.prefill_s(request.num_prompt_tokens)):
                 if (other is r or other.model != r.model or spare[other.replica_id] <= 0
-                        or request.extra.get("avoid_replica") == other.replica_id):
+                        or request.avoid_replica == other.replica_id):
                     continue
                 there = now_s + overhead_s + other.speed.prefill_s(request.num_prompt_tokens)
                 if there <= request.deadline_s:

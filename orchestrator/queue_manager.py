@@ -92,8 +92,8 @@ class QueueService:
             if stored.state == "queued":
                 self.core.restore_queued(stored.request, grace)
             else:
-                stored.request.extra.update(deployment=stored.deployment,
-                                            gpu_class=stored.gpu_class)
+                stored.request.recovered_deployment = stored.deployment or ""
+                stored.request.recovered_gpu_class = stored.gpu_class or ""
                 self.core.restore_dispatched(stored.request, stored.replica_id or "")
         if recovered:
             logger.warning("queue manager recovered %d unfinished requests from the store "
@@ -120,7 +120,7 @@ class QueueService:
                 return await self._wait(rid)
         if retry:
             self.core.release_for_retry(
-                rid, Outcome.EVICTED if request.extra.get("evicted") else Outcome.FAILED)
+                rid, Outcome.EVICTED if request.evicted else Outcome.FAILED)
         try:
             self.core.assess(request)  # raises a typed rejection
         except AugserveError:

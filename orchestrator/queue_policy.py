@@ -22,7 +22,7 @@ import heapq
 import math
 from abc import ABC
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from predictor_service.types import Prediction
@@ -63,7 +63,17 @@ class QueuedRequest:
     best_effort: bool = False
     #: Set by a QLM pass: the estimate says it misses its deadline even if served next.
     late: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Handed back by the replica it was assigned to (eviction; once per request).
+    evicted: bool = False
+    #: A replica not to place it on again (it failed or evicted it there), while another
+    #: healthy one serves its model.
+    avoid_replica: str | None = None
+    #: The estimator's waiting time at admission (scored against the real wait).
+    est_wait_s: float | None = None
+    #: Where a request recovered from the store was dispatched before the restart (the
+    #: replica may not have reported yet).
+    recovered_deployment: str = ""
+    recovered_gpu_class: str = ""
 
     @property
     def slo_class(self) -> str:

@@ -102,8 +102,8 @@ class RequestRun:
                                                  retry_after_s=1.0) from None
                     logger.info("request %s: evicted from replica %s; re-queueing",
                                 self.request.request_id, self.trace.assignment.replica_id)
-                    self.queued.extra["evicted"] = True
-                    self.queued.extra["avoid_replica"] = self.trace.assignment.replica_id
+                    self.queued.evicted = True
+                    self.queued.avoid_replica = self.trace.assignment.replica_id
                     self.trace.evictions += 1
                     await self.admit(retry=True)
                 except EngineRequestError as exc:
@@ -127,7 +127,7 @@ class RequestRun:
                     logger.warning("request %s: replica %s failed before its first token "
                                    "(%s); re-queueing", self.request.request_id,
                                    self.trace.assignment.replica_id, exc)
-                    self.queued.extra["avoid_replica"] = self.trace.assignment.replica_id
+                    self.queued.avoid_replica = self.trace.assignment.replica_id
                     await self.admit(retry=True)  # releases the failed assignment too
         finally:
             self.trace.end_s = time.perf_counter()

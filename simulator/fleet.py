@@ -193,8 +193,8 @@ class SimFleet:
             p = self.pending.get(request_id)
             if p is None or not replica.evict(request_id):
                 continue
-            p.queued.extra["evicted"] = True
-            p.queued.extra["avoid_replica"] = replica.replica_id
+            p.queued.evicted = True
+            p.queued.avoid_replica = replica.replica_id
             self.dispatcher.release_for_retry(request_id, Outcome.EVICTED)
             self._admit(p)
         self._pump()

@@ -28,7 +28,7 @@ WRITE_TIMEOUT_S = 0.5
 def req(i: int, enqueued_s: float | None = None, seq: int | None = None) -> QueuedRequest:
     return QueuedRequest(request_id=f"r{i}", model="tiny", num_prompt_tokens=10, max_tokens=20,
                          enqueued_s=1_700_000_000.0 + i if enqueued_s is None else enqueued_s,
-                         seq=i if seq is None else seq, extra={"n": i})
+                         seq=i if seq is None else seq, avoid_replica=f"x{i}", est_wait_s=float(i))
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ async def test_a_new_store_recovers_unfinished_requests_in_admission_order(redis
                                ("r2", "queued", None), ("r4", "queued", None)]
     r1 = loaded[1]
     assert (r1.deployment, r1.gpu_class) == ("replica-large", "large")
-    assert r1.request.extra == {"n": 1} and r1.request.max_tokens == 20
+    assert (r1.request.avoid_replica, r1.request.est_wait_s, r1.request.max_tokens) == ("x1", 1.0, 20)
     assert all(s.request.request_id != "r3" for s in loaded)
 
 

@@ -212,7 +212,7 @@ def test_a_retry_avoids_the_replica_that_failed_it():
     assert first.replica_id == "a"
     d.complete("r0", Outcome.FAILED)
     retried = req(0)
-    retried.extra["avoid_replica"] = "a"
+    retried.avoid_replica = "a"
     d.admit(retried)
     (second,) = d.dispatch()
     assert second.replica_id == "b"
@@ -222,6 +222,6 @@ def test_a_retry_may_return_to_the_only_replica():
     d, _ = make()
     d.report(replica_stats("a", max_num_seqs=4, max_waiting=0))
     retried = req(0)
-    retried.extra["avoid_replica"] = "a"
+    retried.avoid_replica = "a"
     d.admit(retried)
     assert [x.replica_id for x in d.dispatch()] == ["a"]

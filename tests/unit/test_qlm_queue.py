@@ -92,7 +92,7 @@ def test_wait_estimate_hand_computed_with_tail_margin():
     new = req(4)
     d.assess(new)
     f0 = 0.5 * 100 / 50  # half a mean request at 50 tok/s
-    assert new.extra["est_wait_s"] == pytest.approx(f0 + (200 + math.sqrt(2 * 30 ** 2)) / 100)
+    assert new.est_wait_s == pytest.approx(f0 + (200 + math.sqrt(2 * 30 ** 2)) / 100)
 
 
 def test_wait_estimate_counts_admissions_and_removals_since_the_pass():
@@ -106,20 +106,20 @@ def test_wait_estimate_counts_admissions_and_removals_since_the_pass():
     probe = req(2)
     d.assess(probe)
     f0 = d._replicas["a"].speed.slot_free_s()
-    assert probe.extra["est_wait_s"] == pytest.approx(f0 + 3.0)
+    assert probe.est_wait_s == pytest.approx(f0 + 3.0)
     assert d.cancel("r1")
     probe2 = req(3)
     d.assess(probe2)
-    assert probe2.extra["est_wait_s"] == pytest.approx(f0)
+    assert probe2.est_wait_s == pytest.approx(f0)
 
 
 def test_estimator_scores_itself_on_dispatch():
     est = WaitEstimator(min_wait_s=0.5)
     r = req(0)
-    r.enqueued_s, r.extra["est_wait_s"] = 100.0, 3.0
+    r.enqueued_s, r.est_wait_s = 100.0, 3.0
     est.on_dispatch("a", r, now_s=102.0)  # waited 2 s, estimated 3 s: 50 % off
     quick = req(1)
-    quick.enqueued_s, quick.extra["est_wait_s"] = 100.0, 0.0
+    quick.enqueued_s, quick.est_wait_s = 100.0, 0.0
     est.on_dispatch("a", quick, now_s=100.1)  # under min_wait_s: not scored
     assert est.error_stats()["estimator_error_median"] == pytest.approx(0.5)
     assert est.num_scored == 1
@@ -281,7 +281,7 @@ def test_evicts_an_unstarted_request_that_would_miss_where_another_replica_makes
     # the ingress re-queues it (retry, avoiding "busy"): it lands on "idle"
     back = req(1, "tight", tokens=10)
     back.arrival_s = 1000.0
-    back.extra.update(evicted=True, avoid_replica="busy")
+    back.evicted, back.avoid_replica = True, "busy"
     d.release_for_retry("r1", Outcome.EVICTED)
     d.admit(back)
     assert [(a.request_id, a.replica_id) for a in d.dispatch()] == [("r1", "idle")]

@@ -95,7 +95,7 @@ def test_a_late_request_is_not_counted_ahead_of_new_admissions():
     assert hopeless.late
     probe = req(2, "standard", tokens=10)
     d.assess(probe)
-    assert probe.extra["est_wait_s"] < 1.0  # the 50 s of hopeless work is not ahead
+    assert probe.est_wait_s < 1.0  # the 50 s of hopeless work is not ahead
 
 
 async def test_an_evicted_request_is_kept_for_its_retry_past_the_lost_grace():
@@ -116,7 +116,7 @@ async def test_an_evicted_request_is_kept_for_its_retry_past_the_lost_grace():
     clock.advance(0.5)
     svc.report(stats("busy", active=("r0",), **busy))  # aborted: before the retry arrives
     back = req(1, "batch", tokens=10, arrival=1000.0)
-    back.extra.update(evicted=True, avoid_replica="busy")
+    back.evicted, back.avoid_replica = True, "busy"
     assert (await svc.enqueue(back, retry=True)).replica_id == "idle"
     assert svc.core.outcomes[Outcome.EVICTED] == 1
 

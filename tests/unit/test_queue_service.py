@@ -66,7 +66,7 @@ async def test_retry_releases_the_failed_assignment_and_requeues_in_one_step():
     svc.report(replica_stats("b", max_num_seqs=1, max_waiting=0))
     first = await svc.enqueue(req(0))
     retried = req(0)
-    retried.extra["avoid_replica"] = first.replica_id
+    retried.avoid_replica = first.replica_id
     again = await svc.enqueue(retried, retry=True)
     assert again.request_id == "r0" and svc.core.num_in_flight == 1
     assert svc.core.outcomes[Outcome.FAILED] == 1
