@@ -12,3 +12,6 @@ FALLBACK_OUTPUT_TOKENS = 128.0
 DEFAULT_API_S = 5.0
 #: ... and its 90th percentile.
 DEFAULT_API_P90_S = 15.0
+#: A replica's step line ``t = a·x + c`` ms before it has been measured.
+DEFAULT_A_MS_PER_TOKEN = 0.05
+DEFAULT_C_MS = 10.0

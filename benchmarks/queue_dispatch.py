@@ -22,7 +22,7 @@ from orchestrator.dispatcher import Dispatcher
 from orchestrator.errors import SLOUnattainableError
 from orchestrator.queue_policy import QueuedRequest
 from predictor_service.types import Prediction
-from replicas.types import ReplicaLimits, ReplicaStats, SLOSpec
+from replicas.types import ReplicaLimits, ReplicaStats, SLOSpec, SpeedProfile
 
 CLASSES = (("interactive", 2_000, 20_000), ("standard", 10_000, 120_000), ("batch", None, 3_600_000))
 
@@ -51,7 +51,7 @@ def _stats(rid: str, seqs: int, tps: float, active: tuple[str, ...]) -> ReplicaS
     return ReplicaStats(replica_id=rid, deployment=f"d-{rid}", gpu_class=rid, model="m",
                         limits=ReplicaLimits(seqs, 0), num_running=seqs,
                         output_tokens_per_s=tps, active_request_ids=active,
-                        extra={"profile_a_ms_per_token": 0.02, "profile_c_ms": 8.0})
+                        speed_profile=SpeedProfile(0.02, 8.0))
 
 
 def measure(policy: str, queued: int, decisions: int, num_replicas: int,

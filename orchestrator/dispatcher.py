@@ -41,6 +41,7 @@ from orchestrator.errors import (
 from orchestrator.estimator import WaitEstimator, speed_from_profile
 from orchestrator.eviction import choose_evictions
 from orchestrator.fleet import Assignment, ReplicaState
+from orchestrator.journal import Dispatched, Finished, JournalEvent, Requeued
 from orchestrator.outcomes import Outcome
 from orchestrator.placement import PlacementPolicy, make_placement_policy
 from orchestrator.queue_policy import QueuedRequest, QueuePolicy, make_queue_policy
@@ -81,9 +82,8 @@ class Dispatcher:
                                          "replans": 0}
         #: SLO class -> [met, finished or rejected]
         self.attainment: dict[str, list[int]] = {}
-        #: ("dispatched", id, replica, deployment, gpu_class) | ("finished", id, outcome)
-        #: | ("requeued", id): drained by the queue service into the durable store.
-        self.journal: list[tuple[str, ...]] = []
+        #: Drained by the queue service into the durable store.
+        self.journal: list[JournalEvent] = []
 
     # ---- replicas ---------------------------------------------------------------------
     def report(self, stats: ReplicaStats) -> list[str]:
@@ -94,7 +94,7 @@ class Dispatcher:
             logger.info("replica %s (%s, class %s) joined", stats.replica_id,
                         stats.deployment, stats.gpu_class)
             state = ReplicaState(stats=stats, last_seen_s=now,
-                                 speed=speed_from_profile(stats.extra, stats.limits.max_num_seqs),
+                                 speed=speed_from_profile(stats.speed_profile, stats.limits.max_num_seqs),
                                  max_kv_usage=self.config.max_kv_usage)
             self._replicas[stats.replica_id] = state
             for rid, since in self._orphans.pop(stats.replica_id, {}).items():
@@ -104,7 +104,7 @@ class Dispatcher:
             state.last_seen_s = now
         saturated = not state.has_room() or stats.num_waiting > 0
         state.speed = self.estimator.observe_replica(
-            stats.replica_id, stats.extra, stats.limits.max_num_seqs, stats.output_tokens_per_s,
+            stats.replica_id, stats.speed_profile, stats.limits.max_num_seqs, stats.output_tokens_per_s,
             stats.num_running, saturated)
         self._reconcile(state, now)
         evict, state.pending_evictions = state.pending_evictions, []
@@ -293,8 +293,8 @@ class Dispatcher:
         self._in_flight[request.request_id] = request
         self.estimator.on_dispatch(target.replica_id, request, now,
                                    backlog_after=self._policy.has_queued(request.model))
-        self.journal.append(("dispatched", request.request_id, target.replica_id,
-                             target.stats.deployment, target.stats.gpu_class))
+        self.journal.append(Dispatched(request.request_id, target.replica_id,
+                                       target.stats.deployment, target.stats.gpu_class))
         return Assignment(request.request_id, target.replica_id, target.stats.deployment,
                           target.stats.gpu_class, now - request.enqueued_s)
 
@@ -359,7 +359,7 @@ class Dispatcher:
             if outcome is not None and request_id not in self._policy:
                 # its replica was removed, or it was released as lost: the store may still
                 # hold it as dispatched
-                self.journal.append(("finished", request_id, outcome.value))
+                self.journal.append(Finished(request_id, outcome))
             return False
         now = self._clock()
         if outcome is not None:
@@ -371,7 +371,7 @@ class Dispatcher:
             self.record_slo(released, slo_met)
         self._recent_done.append((now, request_id))
         self._recent_done_ids.add(request_id)
-        self.journal.append(("finished", request_id, (outcome or Outcome.FAILED).value))
+        self.journal.append(Finished(request_id, outcome or Outcome.FAILED))
         return True
 
     def release_for_retry(self, request_id: str, outcome: Outcome) -> None:
@@ -379,7 +379,7 @@ class Dispatcher:
         the first token, or evicted it): free its room; its record stays."""
         if self._unassign(request_id) is not None:
             self.outcomes[outcome] += 1
-            self.journal.append(("requeued", request_id))
+            self.journal.append(Requeued(request_id))
 
     def _unassign(self, request_id: str) -> QueuedRequest | None:
         """Forget a dispatch wherever it holds room — its replica's in-flight set, or the
@@ -413,7 +413,7 @@ class Dispatcher:
             self.estimator.removed(request, self._policy.key(request))
         if request is not None or self._held.pop(request_id, None) is not None:
             self.outcomes[Outcome.CANCELLED] += 1
-            self.journal.append(("finished", request_id, Outcome.CANCELLED.value))
+            self.journal.append(Finished(request_id, Outcome.CANCELLED))
             return True
         return self.complete(request_id, Outcome.CANCELLED)
 
@@ -432,13 +432,13 @@ class Dispatcher:
             self.estimator.removed(request, self._policy.key(request))
             self.outcomes[Outcome.EXPIRED] += 1
             self.record_slo(request, met=False)
-            self.journal.append(("finished", request_id, Outcome.EXPIRED.value))
+            self.journal.append(Finished(request_id, Outcome.EXPIRED))
             out.append((request, now - request.enqueued_s < self.config.queue_timeout_s))
         for request_id, (request, give_up_s) in list(self._held.items()):
             if now >= give_up_s:
                 del self._held[request_id]
                 self.outcomes[Outcome.ABANDONED] += 1
-                self.journal.append(("finished", request_id, Outcome.ABANDONED.value))
+                self.journal.append(Finished(request_id, Outcome.ABANDONED))
                 logger.warning("recovered request %s: no caller re-attached; dropped", request_id)
         orphan_limit_s = self.config.lost_grace_s + self.config.replica_timeout_s
         for replica_id, orphans in list(self._orphans.items()):
@@ -447,7 +447,7 @@ class Dispatcher:
                     logger.warning("recovered request %s: replica %s never reported; released",
                                    request_id, replica_id)
                     self._unassign(request_id)
-                    self.journal.append(("finished", request_id, Outcome.FAILED.value))
+                    self.journal.append(Finished(request_id, Outcome.FAILED))
         return out
 
     # ---- recovery ---------------------------------------------------------------------

@@ -36,8 +36,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from augserve_common.priors import FALLBACK_OUTPUT_TOKENS
+from augserve_common.priors import DEFAULT_A_MS_PER_TOKEN, DEFAULT_C_MS, FALLBACK_OUTPUT_TOKENS
 from orchestrator.queue_policy import QueuedRequest
+from replicas.types import SpeedProfile
 
 Z_P90 = 1.2816
 
@@ -91,10 +92,11 @@ def _ewma(old: float | None, new: float, alpha: float) -> float:
     return new if old is None else (1 - alpha) * old + alpha * new
 
 
-def speed_from_profile(extra: dict[str, float], max_num_seqs: int) -> ReplicaSpeed:
-    """Initial speed from the replica's measured step profile (``t = a·x + c`` ms)."""
-    a = float(extra.get("profile_a_ms_per_token") or 0.05)
-    c = float(extra.get("profile_c_ms") or 10.0)
+def speed_from_profile(profile: SpeedProfile | None, max_num_seqs: int) -> ReplicaSpeed:
+    """Initial speed from the replica's measured step profile (``t = a·x + c`` ms; a zero
+    or missing value takes the prior)."""
+    a = (profile.a_ms_per_token if profile else 0.0) or DEFAULT_A_MS_PER_TOKEN
+    c = (profile.c_ms if profile else 0.0) or DEFAULT_C_MS
     b = max(1, max_num_seqs)
     return ReplicaSpeed(profile_tokens_per_s=1000.0 * b / (c + a * b),
                         single_seq_tokens_per_s=1000.0 / (c + a), a_ms_per_token=a, c_ms=c)
@@ -220,10 +222,10 @@ class WaitEstimator:
         self.last_pass: PassResult | None = None
 
     # ---- replicas ---------------------------------------------------------------------
-    def observe_replica(self, replica_id: str, extra: dict[str, float], max_num_seqs: int,
+    def observe_replica(self, replica_id: str, profile: SpeedProfile | None, max_num_seqs: int,
                         tokens_per_s: float, num_running: int, saturated: bool) -> ReplicaSpeed:
         speed = self.speeds.get(replica_id)
-        fresh = speed_from_profile(extra, max_num_seqs)
+        fresh = speed_from_profile(profile, max_num_seqs)
         if speed is None:
             self.speeds[replica_id] = speed = fresh
         else:  # the profile is refined online by the replica

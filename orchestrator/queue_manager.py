@@ -22,6 +22,7 @@ from orchestrator.dispatcher import Assignment, Dispatcher
 from orchestrator.errors import (AugserveError, DeadlineExceededError, DuplicateRequestError,
                                  DurabilityUnavailableError, QueueTimeoutError,
                                  QueueUnavailableError)
+from orchestrator.journal import Dispatched, Finished
 from orchestrator.metrics import QueueMetrics
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_policy import QueuedRequest
@@ -179,13 +180,14 @@ class QueueService:
 
     def _drain_journal(self) -> None:
         journal, self.core.journal = self.core.journal, []
-        for op in journal:
-            if op[0] == "dispatched":
-                self.store.dispatched(op[1], op[2], op[3], op[4])
-            elif op[0] == "finished":
-                self.store.finished(op[1], op[2])
+        for event in journal:
+            if isinstance(event, Dispatched):
+                self.store.dispatched(event.request_id, event.replica_id, event.deployment,
+                                      event.gpu_class)
+            elif isinstance(event, Finished):
+                self.store.finished(event.request_id, event.outcome.value)
             else:
-                self.store.requeued(op[1])
+                self.store.requeued(event.request_id)
 
     def complete(self, request_id: str, outcome: Outcome, slo_met: bool | None = None) -> bool:
         released = self.core.complete(request_id, outcome, slo_met)

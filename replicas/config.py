@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from augserve_common.priors import DEFAULT_A_MS_PER_TOKEN, DEFAULT_C_MS
 from augserve_common.strict import StrictModel
 from replicas.policy.ranking import RERANK_EVERY_STEPS, STARVATION_THRESHOLD_STEPS
 
@@ -62,8 +63,8 @@ class ProfilingConfig(StrictModel):
         default_factory=lambda: [16, 64, 256, 512], min_length=2,
         description="Tokens processed in the timed steps (prefills of these lengths).")
     repeats: int = Field(3, ge=1, le=20, description="Timed steps per token count (median kept).")
-    default_a_ms_per_token: float = Field(0.05, ge=0, description="a without profiling.")
-    default_c_ms: float = Field(10.0, ge=0, description="c without profiling.")
+    default_a_ms_per_token: float = Field(DEFAULT_A_MS_PER_TOKEN, ge=0, description="a without profiling.")
+    default_c_ms: float = Field(DEFAULT_C_MS, ge=0, description="c without profiling.")
     saturation_tokens: int | None = Field(
         None, ge=1, description="S, the tokens one step recomputes; default: the engine's "
         "max_num_batched_tokens (vLLM's prefill chunk).")

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from replicas.policy import ReplicaProfile
-from replicas.types import ReplicaLimits, ReplicaStats
+from replicas.types import ReplicaLimits, ReplicaStats, SpeedProfile
 
 STRATEGY_NAMES = ("preserve", "discard", "swap")
 
@@ -89,4 +89,5 @@ def replica_stats(r: ReplicaReportInputs, now_s: float) -> ReplicaStats:
         kv_usage=r.kv_usage, output_tokens_per_s=r.output_tokens_per_s,
         num_output_tokens_total=r.num_output_tokens_total, engine_alive=r.engine_alive,
         reported_at_s=now_s, predictor_address=r.predictor_address,
+        speed_profile=SpeedProfile(r.profile.a_ms_per_token, r.profile.c_ms),
         extra={**policy_extra(r.counters, r.profile), **r.platform})

@@ -69,6 +69,15 @@ class ReplicaRequest:
     tool_names: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class SpeedProfile:
+    """The step line a replica's policies believe, ``t = a·x + c`` ms (measured at start,
+    refined live); the queue manager derives its first speed estimate from it."""
+
+    a_ms_per_token: float
+    c_ms: float
+
+
 @dataclass(slots=True)
 class TokenDelta:
     """New tokens of one request since the previous delta."""
@@ -134,4 +143,6 @@ class ReplicaStats:
     reported_at_s: float = 0.0
     #: host:port of the predictor this replica found (None: none configured or not yet).
     predictor_address: str | None = None
+    speed_profile: SpeedProfile | None = None
+    #: Counters for display (metrics, the admin endpoint); nothing decides on them.
     extra: dict[str, float] = field(default_factory=dict)

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Container, Iterable
 from typing import Any, Generic, TypeVar
 
+from augserve_common.priors import DEFAULT_A_MS_PER_TOKEN, DEFAULT_C_MS
 from replicas.policy.policies import Outlook, ReplicaPolicy, make_policy
 from replicas.policy.profile import OnlineFit, ReplicaProfile
 from replicas.policy.starvation import RankKey, StarvationGuard
@@ -49,7 +50,7 @@ class WaitingRanker(Generic[R]):
                  rerank_every_steps: int = RERANK_EVERY_STEPS, live_profile: bool = True) -> None:
         self._outlook_of = outlook_of
         self.policy = policy or make_policy("fcfs")
-        self.profile = profile or ReplicaProfile(0.05, 10.0, 256, 0)
+        self.profile = profile or ReplicaProfile(DEFAULT_A_MS_PER_TOKEN, DEFAULT_C_MS, 256, 0)
         self.fit = OnlineFit(self.profile)
         self.guard = StarvationGuard(starvation_threshold_steps)
         self.rerank_every_steps = max(1, int(rerank_every_steps))

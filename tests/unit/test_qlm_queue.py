@@ -12,10 +12,11 @@ from orchestrator.config import QueueConfig, SLOClass
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.errors import SLOUnattainableError
 from orchestrator.estimator import ReplicaView, WaitEstimator, speed_from_profile
+from orchestrator.journal import Finished
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_policy import QueuedRequest, make_queue_policy
 from predictor_service.types import Prediction
-from replicas.types import ReplicaLimits, ReplicaStats, SLOSpec
+from replicas.types import ReplicaLimits, ReplicaStats, SLOSpec, SpeedProfile
 from tests.unit.fakes import FakeClock
 
 CLASSES = {
@@ -26,7 +27,7 @@ CLASSES = {
     "instant-be": SLOClass(ttft_ms=1),
     "tight": SLOClass(ttft_ms=2_000),  # best effort, never expires
 }
-PROFILE = {"profile_a_ms_per_token": 0.0, "profile_c_ms": 10.0}  # 100 tokens/s per sequence
+PROFILE = SpeedProfile(0.0, 10.0)  # a = 0 takes the prior 0.05: ~99.5 tokens/s per sequence
 
 
 def stats(rid: str, *, model: str = "m", seqs: int = 2, waiting_room: int = 0,
@@ -36,7 +37,7 @@ def stats(rid: str, *, model: str = "m", seqs: int = 2, waiting_room: int = 0,
                         limits=ReplicaLimits(seqs, waiting_room), num_running=running,
                         num_waiting=num_waiting, output_tokens_per_s=tps, kv_usage=kv,
                         active_request_ids=tuple(active), unstarted_request_ids=tuple(unstarted),
-                        extra=dict(PROFILE))
+                        speed_profile=PROFILE)
 
 
 def req(i: int, cls: str | None = "standard", *, tokens: float = 100.0, model: str = "m",
@@ -59,7 +60,7 @@ def make(policy: str = "edf", **cfg) -> tuple[Dispatcher, FakeClock]:
 
 # ---- estimator ----------------------------------------------------------------------
 def test_speed_from_profile_and_measurement():
-    s = speed_from_profile({"profile_a_ms_per_token": 1.0, "profile_c_ms": 4.0}, 4)
+    s = speed_from_profile(SpeedProfile(1.0, 4.0), 4)
     assert s.profile_tokens_per_s == pytest.approx(1000 * 4 / 8)  # B / (c + a·B)
     assert s.single_seq_tokens_per_s == pytest.approx(200.0)
     assert s.tokens_per_s == pytest.approx(500.0)
@@ -352,7 +353,7 @@ def test_recovered_dispatched_requests_hold_room_until_released():
     assert got.replica_id == "a" and got.deployment == "d-a"
     assert d.complete("r0")
     assert [a.request_id for a in d.dispatch()] == ["r1"]
-    assert ("finished", "r0", "completed") in d.journal
+    assert Finished("r0", Outcome.COMPLETED) in d.journal
 
 
 def test_the_drain_rate_measured_from_a_backlog_calibrates_the_estimate():

@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator.config import DurabilityConfig, QueueConfig
 from orchestrator.errors import NoHealthyReplicaError
+from orchestrator.journal import Finished
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_manager import QueueService
 from orchestrator.store import MemoryStore, make_store
@@ -43,7 +44,7 @@ def test_a_recovered_request_whose_replica_never_returns_is_released():
         clock.advance(5)
         d.report(stats("new-replica", seqs=1))
         d.expire()
-    assert d.num_in_flight == 0 and ("finished", "r0", "failed") in d.journal
+    assert d.num_in_flight == 0 and Finished("r0", Outcome.FAILED) in d.journal
     d.assess(req(0))  # its id is free again
 
 
