@@ -42,7 +42,7 @@ async def _client(engine, rng: random.Random, model: str, stop_at: float, n: lis
 async def measure(engine, model: str, seconds: float, max_num_seqs: int,
                   seed: int) -> list[StepRecord]:
     rng, records, n = random.Random(seed), [], [0]
-    await engine.scheduler_call({"op": "steps"})  # drop what came before
+    await engine.take_steps()  # drop what came before
     levels = [c for c in CONCURRENCY if c <= max_num_seqs] or [1]
     for level in levels:
         stop_at = time.monotonic() + seconds / len(levels)
@@ -50,11 +50,10 @@ async def measure(engine, model: str, seconds: float, max_num_seqs: int,
                                                stop_at, n)) for _ in range(level)]
         while not all(c.done() for c in clients):
             await asyncio.sleep(0.25)
-            records += [StepRecord(**s) for s in
-                        (await engine.scheduler_call({"op": "steps"}))["steps"]]
+            records += await engine.take_steps()
         await asyncio.gather(*clients)
         print(f"  {level} at a time: {len(records)} steps so far", file=sys.stderr)
-    records += [StepRecord(**s) for s in (await engine.scheduler_call({"op": "steps"}))["steps"]]
+    records += await engine.take_steps()
     return records
 
 

@@ -29,6 +29,7 @@ from replicas.metrics import ReplicaMetrics
 from replicas.pause_budget import PauseBudget, is_starved
 from replicas.policy import BatchLoad, ReplicaProfile, make_policy
 from replicas.profiling import default_profile, profile_engine
+from replicas.scheduler_ops import Configure, SchedulerState
 from replicas.stats_report import PolicyCounters, ReplicaReportInputs, replica_stats
 from replicas.tool_calls import ToolCallParser
 from replicas.tools import ToolExecutor, parse_tools
@@ -72,7 +73,7 @@ class ReplicaCore:
                                                        getattr(engine, "chunk_tokens", None))
         self.load = BatchLoad()
         #: The scheduler's latest answer to the "state" utility call.
-        self.engine_state: dict[str, Any] = {}
+        self.engine_state: SchedulerState | None = None
         self.budget = PauseBudget(config.engine.max_num_seqs - sched.reserved_slots,
                                   sched.pause_kv_watermark)
         self.turns = TurnRunner(engine, self.policy, profile=lambda: self.profile,
@@ -125,20 +126,17 @@ class ReplicaCore:
             self.engine, sched.profiling, self.config.model_name,
             getattr(self.engine, "max_model_len", None) or self.config.engine.max_model_len or 2048,
             getattr(self.engine, "chunk_tokens", None))
-        self.engine_state = await self.engine.scheduler_call({
-            "op": "configure", "policy": self.policy.name, "profile": self.profile.to_json(),
-            "rerank_every_steps": sched.rerank_every_steps,
-            "starvation_threshold_steps": sched.starvation_threshold_steps,
-            "live_profile": sched.live_profile})
+        self.engine_state = await self.engine.configure_scheduler(Configure(
+            self.policy.name, self.profile, rerank_every_steps=sched.rerank_every_steps,
+            starvation_threshold_steps=sched.starvation_threshold_steps,
+            live_profile=sched.live_profile))
 
     async def refresh(self) -> None:
         """Pull the scheduler's state: KV, batch load, live profile, scheduling counters."""
-        state = await self.engine.scheduler_call({"op": "state"})
-        self.engine_state = state
-        self.load = BatchLoad(int(state["tokens_in_flight"]), int(state["running_tokens"]))
-        live = state.get("live_profile") or {}
-        if live.get("source") == "live" and self.config.scheduling.live_profile:
-            self.profile = ReplicaProfile(**live)
+        state = self.engine_state = await self.engine.scheduler_state()
+        self.load = BatchLoad(state.tokens_in_flight, state.running_tokens)
+        if state.live_profile.source == "live" and self.config.scheduling.live_profile:
+            self.profile = state.live_profile
 
     async def enforce_budget(self, now_s: float) -> int:
         """Demote preserved sessions when KV or slots run short; returns how many."""
@@ -245,10 +243,10 @@ class ReplicaCore:
             calls_by_strategy=dict(c.calls_by_strategy),
             num_preserved_paused=len(self.budget), num_demotions=self.budget.num_demotions,
             recomputed_tokens=c.recomputed_tokens,
-            num_starvation_promotions=int(st.get("num_starvation_promotions", 0)),
+            num_starvation_promotions=st.num_starvation_promotions if st else 0,
             num_preempted_total=sink.num_preempted_total,
-            score_ms_per_step_p50=float(st.get("score_ms_per_step_p50", 0.0)),
-            score_ms_per_step_max=float(st.get("score_ms_per_step_max", 0.0)))
+            score_ms_per_step_p50=st.score_ms_per_step_p50 if st else 0.0,
+            score_ms_per_step_max=st.score_ms_per_step_max if st else 0.0)
         return ReplicaReportInputs(
             replica_id=self.replica_id, deployment=self.deployment,
             gpu_class=self.config.gpu_class, model=self.config.model_name, limits=self.limits,
@@ -353,7 +351,8 @@ class LLMReplica:
     async def scheduler_state(self) -> dict[str, Any]:
         """The engine scheduler's state (tests and operators)."""
         await self._core.refresh()
-        return dict(self._core.engine_state)
+        state = self._core.engine_state
+        return state.to_wire() if state else {}
 
     async def _report_loop(self) -> None:
         period = self._core.config.stats_period_s

@@ -15,6 +15,9 @@ from typing import Any, Protocol
 
 from replicas.config import ReplicaConfig
 from replicas.engine_stats import EngineStatsSink, make_stat_logger_factory
+from replicas.policy.profile import StepRecord
+from replicas.scheduler_ops import (Configure, GetState, SchedulerOp, SchedulerState, TakeSteps,
+                                    steps_from_wire)
 from replicas.types import ReplicaRequest, SamplingSpec, TokenDelta
 
 logger = logging.getLogger(__name__)
@@ -47,7 +50,13 @@ class ReplicaEngine(Protocol):
 
     def open_session(self, request_id: str, priority: int = 0) -> EngineSession: ...
 
-    async def scheduler_call(self, payload: dict[str, Any]) -> dict[str, Any]: ...
+    async def configure_scheduler(self, op: Configure) -> SchedulerState: ...
+
+    async def scheduler_state(self) -> SchedulerState: ...
+
+    async def take_steps(self) -> list[StepRecord]:
+        """The scheduler's step records since the last call."""
+        ...
 
     def shutdown(self) -> None: ...
 
@@ -200,10 +209,19 @@ class VLLMEngine:
     def open_session(self, request_id: str, priority: int = 0) -> VLLMSession:
         return VLLMSession(self._engine, request_id, priority)
 
-    async def scheduler_call(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _scheduler_call(self, op: SchedulerOp) -> dict[str, Any]:
         """The engine-core utility call answered by ``AugserveScheduler.__call__``."""
         with engine_errors():
-            return await self._engine.engine_core.call_utility_async("scheduler", payload)
+            return await self._engine.engine_core.call_utility_async("scheduler", op.to_wire())
+
+    async def configure_scheduler(self, op: Configure) -> SchedulerState:
+        return SchedulerState.from_wire(await self._scheduler_call(op))
+
+    async def scheduler_state(self) -> SchedulerState:
+        return SchedulerState.from_wire(await self._scheduler_call(GetState()))
+
+    async def take_steps(self) -> list[StepRecord]:
+        return steps_from_wire(await self._scheduler_call(TakeSteps()))
 
     async def abort(self, request_id: str) -> None:
         await self._engine.abort(request_id)

@@ -13,7 +13,6 @@ import uuid
 from replicas.config import ProfilingConfig
 from replicas.engine import ReplicaEngine
 from replicas.policy import ReplicaProfile, profile_from_points
-from replicas.policy.profile import StepRecord
 from replicas.types import ReplicaRequest, SamplingSpec
 
 logger = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ async def profile_engine(engine: ReplicaEngine, cfg: ProfilingConfig, model: str
     if not cfg.enabled:
         return default_profile(cfg, kv, chunk_tokens)
     rng = random.Random(0)
-    await engine.scheduler_call({"op": "steps"})  # drop anything before
+    await engine.take_steps()  # drop anything before
     points: list[tuple[float, float]] = []
     for n in cfg.batch_token_counts:
         n = min(n, max_len_tokens - 2)
@@ -47,7 +46,7 @@ async def profile_engine(engine: ReplicaEngine, cfg: ProfilingConfig, model: str
                                  SamplingSpec(max_tokens=1, ignore_eos=True))
             async for _ in engine.generate(req):
                 pass
-            steps = [StepRecord(**s) for s in (await engine.scheduler_call({"op": "steps"}))["steps"]]
+            steps = await engine.take_steps()
             prefill = [s.step_ms for s in steps if s.num_tokens >= n * 0.5]
             if prefill:
                 times.append(max(prefill))

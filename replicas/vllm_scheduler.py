@@ -20,10 +20,11 @@ from typing import Any
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from replicas.policy import Outlook, make_policy, outlook_from_extra
-from replicas.policy.profile import ReplicaProfile, StepRecord
-from replicas.policy.ranking import (RERANK_EVERY_STEPS, STARVATION_THRESHOLD_STEPS,
-                                     WaitingRanker)
+from replicas.policy.profile import StepRecord
+from replicas.policy.ranking import WaitingRanker
 from replicas.policy.waste import BatchLoad
+from replicas.scheduler_ops import (Configure, GetState, SchedulerState, op_from_wire,
+                                    steps_to_wire)
 
 PINNED_VLLM_VERSION = "0.32.0"
 #: Timed steps kept between two "steps" calls.
@@ -111,45 +112,40 @@ class AugserveScheduler(Scheduler):
     def _batch_load(self) -> BatchLoad:
         return BatchLoad(self._step_tokens, sum(r.num_computed_tokens for r in self.running))
 
-    # -- the replica's utility call -----------------------------------------------------
+    # -- the replica's utility call (replicas.scheduler_ops) ---------------------------
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
-        op = payload.get("op")
-        if op == "configure":
+        op = op_from_wire(payload)
+        if isinstance(op, Configure):
             self.ranker.configure(
-                make_policy(payload["policy"]), ReplicaProfile(**payload["profile"]),
-                starvation_threshold_steps=payload.get("starvation_threshold_steps",
-                                                       STARVATION_THRESHOLD_STEPS),
-                rerank_every_steps=int(payload.get("rerank_every_steps", RERANK_EVERY_STEPS)),
-                live_profile=bool(payload.get("live_profile", True)))
+                make_policy(op.policy), op.profile,
+                starvation_threshold_steps=op.starvation_threshold_steps,
+                rerank_every_steps=op.rerank_every_steps, live_profile=op.live_profile)
             self.waiting.rekey()  # type: ignore[attr-defined]
-            return self._state()
-        if op == "state":
-            return self._state()
-        if op == "steps":  # StepRecord fields of the steps since the last call (profiling)
-            steps, self.recent_steps = list(self.recent_steps), deque(maxlen=STEP_RING)
-            return {"steps": [dataclasses.asdict(s) for s in steps]}
-        raise ValueError(f"unknown scheduler utility op {op!r}")
+            return self._state().to_wire()
+        if isinstance(op, GetState):
+            return self._state().to_wire()
+        steps, self.recent_steps = list(self.recent_steps), deque(maxlen=STEP_RING)
+        return steps_to_wire(steps)
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self) -> SchedulerState:
         pool = self.kv_cache_manager.block_pool
         times = sorted(self.score_s_per_step)
-        return {
-            "policy": self.ranker.policy.name,
-            "kv_usage": float(self.kv_cache_manager.usage),
-            "num_free_blocks": int(pool.get_num_free_blocks()),
-            "num_total_blocks": int(self.cache_config.num_gpu_blocks or 0),
-            "num_running": len(self.running),
-            "num_waiting": len(self.waiting),
-            "num_kv_holding_waiting": len(self.kv_holding_waiting),
-            "num_paused_sessions": int(self.num_waiting_for_streaming_input),
-            "max_num_seqs": int(self.max_num_active_reqs),
-            "tokens_in_flight": self._step_tokens,
-            "running_tokens": self._batch_load().running_tokens,
-            "num_starvation_promotions": self.ranker.guard.num_promotions,
-            "num_steps": self.ranker.num_steps,
-            "score_ms_per_step_p50": 1000 * times[len(times) // 2] if times else 0.0,
-            "score_ms_per_step_max": 1000 * times[-1] if times else 0.0,
-            "live_profile": self.ranker.fit.current().to_json(),
-            "num_live_steps": self.ranker.fit.num_steps,
-            "waiting_order": [r.request_id for r in list(self.waiting)[:64]],
-        }
+        return SchedulerState(
+            policy=self.ranker.policy.name,
+            kv_usage=float(self.kv_cache_manager.usage),
+            num_free_blocks=int(pool.get_num_free_blocks()),
+            num_total_blocks=int(self.cache_config.num_gpu_blocks or 0),
+            num_running=len(self.running),
+            num_waiting=len(self.waiting),
+            num_kv_holding_waiting=len(self.kv_holding_waiting),
+            num_paused_sessions=int(self.num_waiting_for_streaming_input),
+            max_num_seqs=int(self.max_num_active_reqs),
+            tokens_in_flight=self._step_tokens,
+            running_tokens=self._batch_load().running_tokens,
+            num_starvation_promotions=self.ranker.guard.num_promotions,
+            num_steps=self.ranker.num_steps,
+            score_ms_per_step_p50=1000 * times[len(times) // 2] if times else 0.0,
+            score_ms_per_step_max=1000 * times[-1] if times else 0.0,
+            live_profile=self.ranker.fit.current(),
+            num_live_steps=self.ranker.fit.num_steps,
+            waiting_order=tuple(r.request_id for r in list(self.waiting)[:64]))

@@ -44,6 +44,7 @@ from typing import Any
 
 from replicas.policy import ReplicaProfile, make_policy, outlook_from_extra
 from replicas.policy.ranking import WaitingRanker
+from replicas.scheduler_ops import Configure
 from simulator.engine import EngineLimits, EngineModel, EngineRequest
 from simulator.kv import KvCache
 
@@ -415,8 +416,7 @@ def _make_real_scheduler(script: Script) -> Any:
         vllm_config=vllm_config, kv_cache_config=kv_cache_config,
         structured_output_manager=StructuredOutputManager(vllm_config),
         block_size=script.block_size, log_stats=False)
-    scheduler({"op": "configure", "policy": script.policy, "profile": PROFILE.to_json(),
-               **_ranker_settings(script)})
+    scheduler(Configure(script.policy, PROFILE, **_ranker_settings(script)).to_wire())
     return scheduler
 
 

@@ -14,6 +14,7 @@ from predictor_service.types import Prediction
 from replicas.config import ReplicaConfig
 from replicas.deployment import ReplicaCore
 from replicas.engine import VLLMEngine
+from replicas.scheduler_ops import Configure, SchedulerState
 from replicas.tool_calls import ToolCallParser
 from replicas.tools import ToolExecutor, ToolFailedError, parse_tools
 from replicas.types import AugTurn, ReplicaRequest, SamplingSpec
@@ -37,10 +38,9 @@ class Harness:
     async def configure(self, policy: str, **payload) -> None:
         from replicas.policy import make_policy
         self.core.policy = self.core.turns.policy = make_policy(policy)
-        await self.core.engine.scheduler_call({
-            "op": "configure", "policy": policy, "profile": self.core.profile.to_json(),
-            "rerank_every_steps": 1, "live_profile": False,
-            "starvation_threshold_steps": payload.get("starvation_threshold_steps")})
+        await self.core.engine.configure_scheduler(Configure(
+            policy, self.core.profile, rerank_every_steps=1, live_profile=False,
+            starvation_threshold_steps=payload.get("starvation_threshold_steps")))
 
     async def run(self, request: ReplicaRequest) -> list:
         return [d async for d in self.core.generate(request)]
@@ -77,21 +77,21 @@ def _augmented(rid: str, turns: list[AugTurn], prompt_len: int = 200) -> Replica
                           augmentation=tuple(turns))
 
 
-async def _state(h: Harness) -> dict:
-    return await h.core.engine.scheduler_call({"op": "state"})
+async def _state(h: Harness) -> SchedulerState:
+    return await h.core.engine.scheduler_state()
 
 
-async def _idle(h: Harness) -> dict:
+async def _idle(h: Harness) -> SchedulerState:
     for _ in range(100):
         st = await _state(h)
-        if st["num_running"] == st["num_waiting"] == st["num_kv_holding_waiting"] == 0:
+        if st.num_running == st.num_waiting == st.num_kv_holding_waiting == 0:
             return st
         await asyncio.sleep(0.05)
     raise AssertionError(f"engine not idle: {st}")
 
 
 async def _run_and_look_during_the_call(h: Harness, request: ReplicaRequest, ok,
-                                        within_s: float) -> tuple[list, dict]:
+                                        within_s: float) -> tuple[list, SchedulerState]:
     """Run ``request``; once its first ``api_call`` event has come (the strategy is applied
     and the call begins), read the engine's state until ``ok(state)`` or ``within_s``
     (shorter than the call) has passed.  No fixed sleep: on a slow machine the first turn
@@ -138,7 +138,7 @@ async def test_scheduler_runs_the_smallest_score_first(harness):
     order = await _completion_order(harness, [_plain(f"f{i}", 6, 100.0 - i) for i in range(4)])
     assert order == ["f0", "f1", "f2", "f3"]
     st = await _idle(harness)
-    assert st["kv_usage"] == 0.0
+    assert st.kv_usage == 0.0
 
 
 async def test_starvation_bound_lets_a_long_request_through(harness):
@@ -163,7 +163,7 @@ async def test_starvation_bound_lets_a_long_request_through(harness):
     bounded, total = await scenario()
     st = await _state(harness)
     print("starvation: position of big without / with the rule:", unbounded, bounded, "of", total)
-    assert st["num_starvation_promotions"] >= 1
+    assert st.num_starvation_promotions >= 1
     assert bounded < unbounded, (bounded, unbounded)
     assert bounded < total - 5
     await harness.configure("fcfs")
@@ -172,30 +172,30 @@ async def test_starvation_bound_lets_a_long_request_through(harness):
 async def test_preserve_keeps_the_kv_and_computes_only_new_tokens(harness):
     await harness.configure("infercept-oracle")  # the true 0.5 s call: preserve is cheaper
     req = _augmented("keep", [AugTurn(8, "calc", 0.5, 10), AugTurn(6)], prompt_len=300)
-    await harness.core.engine.scheduler_call({"op": "steps"})
+    await harness.core.engine.take_steps()
     out, paused = await _run_and_look_during_the_call(
-        harness, req, lambda st: st["num_paused_sessions"] == 1, within_s=0.3)
-    steps = (await harness.core.engine.scheduler_call({"op": "steps"}))["steps"]
+        harness, req, lambda st: st.num_paused_sessions == 1, within_s=0.3)
+    steps = await harness.core.engine.take_steps()
     turns = out[-1].info["turns"]
     assert turns[0]["strategy"] == "preserve" and turns[1]["resumed_preserved"] is True
     assert turns[1]["recomputed_tokens"] == 0
     # during the call the session held its KV (~308 tokens = 10 blocks) in a paused slot
-    assert paused["num_paused_sessions"] == 1 and paused["kv_usage"] > 0
+    assert paused.num_paused_sessions == 1 and paused.kv_usage > 0
     # after the first prefill, no step processed more than the call's 10 tokens + the
     # re-sent last token: the 308-token history was not recomputed
-    sizes = sorted(s["num_tokens"] for s in steps)
+    sizes = sorted(s.num_tokens for s in steps)
     assert sizes[-1] >= 300 and sizes[-2] <= 11, sizes[-4:]
-    assert (await _idle(harness))["kv_usage"] == 0.0
+    assert (await _idle(harness)).kv_usage == 0.0
 
 
 async def test_discard_frees_the_kv_during_the_call(harness):
     await harness.configure("fcfs")
     req = _augmented("drop", [AugTurn(8, "calc", 0.6, 10), AugTurn(6)], prompt_len=300)
     out, during = await _run_and_look_during_the_call(
-        harness, req, lambda st: st["kv_usage"] == 0.0, within_s=0.4)  # the abort lands
+        harness, req, lambda st: st.kv_usage == 0.0, within_s=0.4)  # the abort lands
     turns = out[-1].info["turns"]
     assert turns[0]["strategy"] == "discard" and turns[1]["resumed_preserved"] is False
-    assert during["kv_usage"] == 0.0 and during["num_paused_sessions"] == 0
+    assert during.kv_usage == 0.0 and during.num_paused_sessions == 0
     # the prefix cache spares the whole blocks of the 308-token history
     assert turns[1]["cached_tokens"] >= 256
     # the prompt and 7 of the 8 generated tokens had KV before the call (the last sampled
@@ -219,7 +219,7 @@ async def test_pause_budget_demotes_under_kv_pressure_without_deadlock(harness):
     discarded_by_budget = strategies.count("discard")
     assert demoted + discarded_by_budget >= 1, strategies
     assert len(harness.core.budget) == 0
-    assert (await _idle(harness))["kv_usage"] == 0.0
+    assert (await _idle(harness)).kv_usage == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +280,7 @@ async def test_http_tools_are_called_and_fail_as_documented(harness, tool_server
             await harness.run(_augmented("s", [AugTurn(4, "slow", 0.0, 0), AugTurn(4)]))
         assert time.monotonic() - started < 5
         assert not harness.core.active
-        assert (await _idle(harness))["kv_usage"] == 0.0
+        assert (await _idle(harness)).kv_usage == 0.0
     finally:
         harness.core.turns.tools = old
         await tools.close()
@@ -320,7 +320,7 @@ async def test_a_tool_call_the_model_writes_is_run_and_generation_resumes(harnes
                                '<|im_start|>assistant\n')
         assert turns[1]["context_tokens"] == len(prompt) + 1 + len(reply)
         assert sum(len(d.token_ids) for d in out) == 2  # </tool_call> in each turn
-        assert (await _idle(harness))["kv_usage"] == 0.0
+        assert (await _idle(harness)).kv_usage == 0.0
     finally:
         core.turns.tools, core.turns.parser = old_tools, old_parser
         await tools.close()
