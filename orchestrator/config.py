@@ -35,7 +35,7 @@ def default_slo_classes() -> dict[str, SLOClass]:
 
 
 class DurabilityConfig(StoreConfig):
-    """Where the queue manager keeps accepted requests (README, "Durability"): the store's
+    """Where the queue manager keeps accepted requests (docs/queue.md, "Durability"): the store's
     settings (``redis_url`` None: in memory only, a restarted queue manager starts empty)
     plus the durability mode and the re-attach grace."""
 

@@ -54,7 +54,7 @@ class PredictorConfig(StrictModel, RedisUrlSource):
     embed_max_tokens: int = Field(
         16, ge=8, le=512, description="Tokens at the END of the prompt that the sentence "
         "embedding sees (about 4 characters each): the latest instruction. 16 was best of "
-        "16-256 on the trace (README).")
+        "16-256 on the trace (docs/predictor.md).")
     embed_cache_size: int = Field(8192, ge=0, description="Embeddings of recent texts kept.")
     classifier_checkpoint: str | None = Field(
         None, description="classifier: checkpoint (.npz) from `augserve predictor "

@@ -74,12 +74,12 @@ class SchedulingConfig(StrictModel):
     """The replica's policy (replicas.policy) and its pause budget."""
 
     policy: Literal["fcfs", "infercept", "infercept-oracle", "sjf", "lamps", "lamps-oracle"] = Field(
-        "fcfs", description="Waiting order and KV handling at API calls (README, 'Replica "
-        "policies'); the -oracle ones read the true lengths of benchmark annotations.")
+        "fcfs", description="Waiting order and KV handling at API calls (docs/policies.md); "
+        "the -oracle ones read the true lengths of benchmark annotations.")
     rerank_every_steps: int = Field(
         RERANK_EVERY_STEPS, ge=1, description="Recompute scores and re-sort the waiting queue every k steps "
         "(new requests are placed by their score at once); 4 keeps LAMPS under 1 ms per step "
-        "with 256 waiting (README, 'Replica policies').")
+        "with 256 waiting (docs/policies.md).")
     starvation_threshold_steps: int | None = Field(
         STARVATION_THRESHOLD_STEPS, ge=1, description="A request passed over this many steps goes to the front "
         "(LAMPS chose 100); null: never.")

@@ -9,7 +9,7 @@ from predictor_service.length_models.base import Batch, LengthModel
 from predictor_service.length_models.regression import LogRegressor
 
 HASH_DIM = 1 << 18
-L2 = 0.05  # chosen on the trace (README, "Predictor"): 0.01–0.1 are within 1 %
+L2 = 0.05  # chosen on the trace (docs/predictor.md): 0.01–0.1 are within 1 %
 
 
 class HashedLinear(LengthModel):

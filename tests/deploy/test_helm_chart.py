@@ -141,7 +141,7 @@ def test_gcs_fault_tolerance_and_the_app_share_the_charts_redis_by_default():
     assert "externalStorageNamespace" not in ft
     (claim,) = statefulset["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"]
-    # README's clean-up deletes the kept secret and volume by this label
+    # docs/deploy.md's clean-up deletes the kept secret and volume by this label
     for kept in (claim, secret):
         assert kept["metadata"]["labels"]["app.kubernetes.io/instance"] == "augserve"
     args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
