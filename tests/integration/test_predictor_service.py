@@ -218,7 +218,10 @@ def test_redis_unreachable_at_start_then_persisted_once_it_is_up(server, tmp_pat
         while r.llen(f"augserve:predictor:history:{MODEL}") < 10:
             assert time.monotonic() < deadline, "observations made meanwhile were not written"
             time.sleep(0.1)
-        assert r.get("augserve:predictor:durations") is not None
+        # the duration statistics are a separate write of the same flush: wait for it too
+        while r.get("augserve:predictor:durations") is None:
+            assert time.monotonic() < deadline, "duration statistics were not written"
+            time.sleep(0.1)
     finally:
         redis_proc.stop()
 
