@@ -297,7 +297,7 @@ class Ingress:
     def _extension(self, run: RequestRun) -> dict[str, Any]:
         t = run.trace
         a = t.assignment
-        return {"replica_id": a.replica_id if a else None,
+        return {"replica_id": a.replica_id if a else None, "served_by": t.served_by,
                 "deployment": a.deployment if a else None,
                 "gpu_class": a.gpu_class if a else None,
                 "queue_ms": round(a.queued_s * 1000, 3) if a else None,

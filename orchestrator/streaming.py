@@ -46,6 +46,8 @@ class RequestTrace:
     attempts: int = 0
     #: Times the queue manager took it back from a replica that had not started it.
     evictions: int = 0
+    #: The replica that said it produced the tokens (its own id, from the stream).
+    served_by: str | None = None
     #: Augmented requests: per-turn timings reported by the replica (turn 0 gets the
     #: global queue time added as ``queue_s``).
     turns: list[dict[str, Any]] | None = None
@@ -151,6 +153,8 @@ class RequestRun:
         self.trace.num_output_tokens += len(delta.token_ids)
         if delta.num_prompt_tokens:
             self.trace.num_prompt_tokens = delta.num_prompt_tokens
+        if delta.served_by is not None:
+            self.trace.served_by = delta.served_by
         if delta.finish_reason is not None:
             self.trace.finish_reason = delta.finish_reason
         if delta.info and "turns" in delta.info:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -183,10 +184,15 @@ class ReplicaCore:
                                                         request.prediction, None))
             source = self.engine.generate(request, extra)
         deltas = coalesce(source, interval_s)
+        first = True
         try:
             async for delta in self._until_started(request.request_id, deltas):
+                if first:
+                    delta, first = dataclasses.replace(delta, served_by=self.replica_id), False
                 yield delta
             async for delta in deltas:
+                if first:
+                    delta, first = dataclasses.replace(delta, served_by=self.replica_id), False
                 yield delta
         finally:
             self.active.discard(request.request_id)

@@ -92,6 +92,9 @@ class TokenDelta:
     #: starting: ``{"api_call": {...}}``; the last delta: ``{"turns": [timings]}``).
     turn: int = 0
     info: dict[str, Any] | None = None
+    #: The replica that produced it (its own id; set on each replica's first delta), so
+    #: that a caller can check the request ran where the queue manager put it.
+    served_by: str | None = None
 
 
 class RequestEvictedError(Exception):

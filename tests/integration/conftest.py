@@ -1,12 +1,21 @@
-"""One real Ray Serve application for the whole integration session: the heterogeneous
+"""One real Ray Serve application shared by the integration tests: the heterogeneous
 fleet of ``deploy/serve/hetero-local.yaml`` (three real vLLM CPU engines of different
-capacity, tiny model), its queue manager durable in a real ``redis-server`` that the
-session starts; every test leaves the queue and the replicas empty."""
+capacity, tiny model), its queue manager durable in a real ``redis-server``; every test
+leaves the queue and the replicas empty.
+
+The tests hold in any order.  Two markers say what a test does to the shared app, and
+the manager below acts on them: ``exclusive_ray`` tests deploy their own Serve apps, so
+the shared one is stopped first; ``destructive`` tests kill parts of it, so whoever
+comes next gets a fresh one unless the damaged one came back whole (every replica
+healthy, nothing queued or in flight).  Collection runs the exclusive tests first and the
+destructive ones last only so that the shared app starts once (about 70 s), not for
+correctness."""
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -18,6 +27,8 @@ from orchestrator import serving
 from tests.integration.predictor_procs import RedisProcess
 
 HETERO_CONFIG = serving.REPO_ROOT / "deploy" / "serve" / "hetero-local.yaml"
+#: Replicas of the shared app (one per class of hetero-local.yaml).
+NUM_REPLICAS = 3
 
 
 @dataclass
@@ -75,25 +86,113 @@ def test_config(port: int) -> dict:
     return raw
 
 
-@pytest.fixture(scope="session")
-def served_app(tmp_path_factory):
-    from ray.serve.schema import ServeDeploySchema
+EXCLUSIVE = "exclusive_ray"
+DESTRUCTIVE = "destructive"
 
-    redis = RedisProcess(free_port(), tmp_path_factory.mktemp("queue-redis"), REDIS_PASSWORD)
-    port = free_port()
-    schema = ServeDeploySchema.model_validate(test_config(port))
-    mp = pytest.MonkeyPatch()  # Ray's processes inherit these; undone at the end
-    mp.setenv(REDIS_ENV["url"], redis.url)
-    mp.setenv(REDIS_ENV["password"], REDIS_PASSWORD)
-    serving.start_ray()
-    try:
-        serving.deploy(schema, timeout_s=400)
-        yield ServedApp(base_url=f"http://127.0.0.1:{port}", model="tiny-llama", max_queued=64,
-                        redis=redis)
-    finally:
-        serving.shutdown()
-        redis.stop()
-        mp.undo()
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{EXCLUSIVE}: deploys its own Serve apps (the shared "
+                            "app is stopped first)")
+    config.addinivalue_line("markers", f"{DESTRUCTIVE}(rank=0): damages the shared app (the "
+                            "next test gets a fresh one unless it came back whole); a higher "
+                            "rank runs later")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Exclusive tests first, destructive ones last (stable otherwise): one shared app."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        if item.get_closest_marker(EXCLUSIVE):
+            return (0, 0)
+        destructive = item.get_closest_marker(DESTRUCTIVE)
+        if destructive is None:
+            return (1, 0)
+        return (2, destructive.kwargs.get("rank", 0))  # the most damaging last
+    items.sort(key=rank)
+
+
+class SharedApp:
+    """Starts the shared app on demand, stops it for exclusive tests, replaces it after a
+    destructive one (with a fresh Redis: nothing of the damaged app carries over)."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._app: ServedApp | None = None
+        self._mp: pytest.MonkeyPatch | None = None
+        self.dirty = False
+        self.num_starts = 0
+
+    def get(self) -> ServedApp:
+        if self._app is not None and self.dirty:
+            self.dirty = False
+            if not self._whole(self._app):
+                self.stop()
+        if self._app is None:
+            self._app = self._start()
+        return self._app
+
+    @staticmethod
+    def _whole(app: ServedApp) -> bool:
+        try:
+            state = app.wait_idle(timeout_s=60)
+        except httpx.HTTPError:
+            return False
+        # replaced replicas may linger in the queue manager's view, unhealthy, for a while
+        healthy = [r for r in state["replicas"] if r["healthy"]]
+        return (len(healthy) == NUM_REPLICAS and state["num_queued"] == 0
+                and state["num_in_flight"] == 0)
+
+    def _start(self) -> ServedApp:
+        from ray.serve.schema import ServeDeploySchema
+
+        redis = RedisProcess(free_port(), self._tmp.mktemp("queue-redis"), REDIS_PASSWORD)
+        port = free_port()
+        schema = ServeDeploySchema.model_validate(test_config(port))
+        self._mp = mp = pytest.MonkeyPatch()  # Ray's processes inherit these
+        mp.setenv(REDIS_ENV["url"], redis.url)
+        mp.setenv(REDIS_ENV["password"], REDIS_PASSWORD)
+        serving.start_ray()
+        try:
+            serving.deploy(schema, timeout_s=400)
+        except BaseException:
+            serving.shutdown()
+            redis.stop()
+            mp.undo()
+            raise
+        self.num_starts += 1
+        return ServedApp(base_url=f"http://127.0.0.1:{port}", model="tiny-llama", max_queued=64,
+                         redis=redis)
+
+    def stop(self) -> None:
+        app, self._app, self.dirty = self._app, None, False
+        if app is None:
+            return
+        try:
+            serving.shutdown()
+        finally:
+            if app.redis is not None:
+                app.redis.stop()
+            if self._mp is not None:
+                self._mp.undo()
+
+
+@pytest.fixture(scope="session")
+def shared_app(tmp_path_factory) -> Iterator[SharedApp]:
+    manager = SharedApp(tmp_path_factory)
+    yield manager
+    manager.stop()
+
+
+@pytest.fixture
+def served_app(shared_app: SharedApp, request: pytest.FixtureRequest) -> Iterator[ServedApp]:
+    yield shared_app.get()
+    if request.node.get_closest_marker(DESTRUCTIVE):
+        shared_app.dirty = True
+
+
+@pytest.fixture
+def exclusive_ray(shared_app: SharedApp) -> None:
+    """The test deploys its own Serve apps: no shared app may be running."""
+    shared_app.stop()
 
 
 @pytest.fixture

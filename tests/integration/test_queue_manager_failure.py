@@ -15,7 +15,7 @@ import ray
 
 from tests.integration.conftest import deployment_actor
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.destructive]
 
 
 def test_killing_the_queue_manager_loses_no_running_stream(app):

@@ -13,7 +13,7 @@ import ray
 
 from tests.integration.conftest import deployment_actor
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.destructive]
 
 
 def prediction(app) -> dict:

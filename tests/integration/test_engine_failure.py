@@ -1,4 +1,4 @@
-"""Destructive, so it runs last: the engines die, new requests get 503 at once, an
+"""Destructive (the next test gets a fresh app): the engines die, new requests get 503 at once, an
 in-flight stream ends with an error instead of hanging, and Serve's health check
 replaces the replicas, after which requests are served again."""
 
@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.destructive(rank=1)]  # replaces every replica
 
 
 def engine_core_pids(app) -> list[int]:

@@ -1,5 +1,5 @@
 """``augserve bench compare`` on two small configs, as a user runs it.  It starts and
-stops its own deployments, so it runs first, before the session's shared app exists."""
+stops its own deployments (``exclusive_ray``: the shared app is stopped first)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from orchestrator.serving import REPO_ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive_ray,
+              pytest.mark.usefixtures("exclusive_ray")]
 TRACE = REPO_ROOT.parent / "shared" / "workloads" / "mars_multi_api.json"
 
 

@@ -1,5 +1,5 @@
 """``augserve serve`` as a user runs it: it deploys, serves, and Ctrl-C (SIGINT) stops
-Serve and Ray cleanly.  Runs before the session's shared app starts."""
+Serve and Ray cleanly (``exclusive_ray``: the shared app is stopped first)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import yaml
 from benchmarks.client_capacity import free_port
 from orchestrator.serving import DEFAULT_CONFIG
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive_ray,
+              pytest.mark.usefixtures("exclusive_ray")]
 
 
 def test_serve_command_serves_and_sigint_stops_everything(tmp_path):
