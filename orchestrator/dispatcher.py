@@ -41,6 +41,7 @@ from orchestrator.errors import (
 from orchestrator.estimator import WaitEstimator, speed_from_profile
 from orchestrator.eviction import choose_evictions
 from orchestrator.fleet import Assignment, ReplicaState
+from orchestrator.ledger import InFlightLedger
 from orchestrator.journal import Dispatched, Finished, JournalEvent, Requeued
 from orchestrator.outcomes import Outcome
 from orchestrator.placement import PlacementPolicy, make_placement_policy
@@ -65,9 +66,9 @@ class Dispatcher:
         self._placement = placement or make_placement_policy(config.placement)
         self.estimator = WaitEstimator(z=config.estimator_z)
         self._replicas: dict[str, ReplicaState] = {}
-        self._assigned: dict[str, str] = {}  # request id -> replica id
-        self._in_flight: dict[str, QueuedRequest] = {}  # dispatched, not finished
-        self._orphans: dict[str, dict[str, float]] = {}  # recovered: replica -> {id: since}
+        #: Every dispatched, unfinished request and where it is (recovered ones included,
+        #: also on replicas that have not reported since the restart).
+        self.ledger = InFlightLedger()
         #: Recovered queued requests waiting for their callers: id -> (request, give up at).
         #: Outside the policy until attached, so they never block the queue's head.
         self._held: dict[str, tuple[QueuedRequest, float]] = {}
@@ -95,10 +96,8 @@ class Dispatcher:
                         stats.deployment, stats.gpu_class)
             state = ReplicaState(stats=stats, last_seen_s=now,
                                  speed=speed_from_profile(stats.speed_profile, stats.limits.max_num_seqs),
-                                 max_kv_usage=self.config.max_kv_usage)
+                                 ledger=self.ledger, max_kv_usage=self.config.max_kv_usage)
             self._replicas[stats.replica_id] = state
-            for rid, since in self._orphans.pop(stats.replica_id, {}).items():
-                state.in_flight[rid] = since
         else:
             state.stats = stats
             state.last_seen_s = now
@@ -123,12 +122,11 @@ class Dispatcher:
         for rid in lost:
             logger.warning("request %s: not active on replica %s for %.0fs; released",
                            rid, state.replica_id, now - state.in_flight[rid])
-            if not self.complete(rid, None):  # its outcome is the ingress's to report
-                state.in_flight.pop(rid, None)  # never hold room for an unknown request
+            self.complete(rid, None)  # its outcome is the ingress's to report
 
     def _evicting(self, request_id: str, age_s: float) -> bool:
         """An evicted request waits for its caller's retry (not "lost"), for a while."""
-        request = self._in_flight.get(request_id)
+        request = self.ledger.request(request_id)
         return (request is not None and request.evicted
                 and age_s < 3 * self.config.lost_grace_s)
 
@@ -138,10 +136,7 @@ class Dispatcher:
         self.estimator.forget_replica(replica_id)
         if state is None:
             return []
-        for request_id in state.in_flight:
-            self._assigned.pop(request_id, None)
-            self._in_flight.pop(request_id, None)
-        return sorted(state.in_flight)
+        return self.ledger.drop_replica(replica_id)
 
     def is_healthy(self, state: ReplicaState, now_s: float) -> bool:
         return (state.stats.engine_alive
@@ -228,7 +223,7 @@ class Dispatcher:
         self.counters["best_effort"] += 1
 
     def _known(self, request_id: str) -> bool:
-        return (request_id in self._assigned or request_id in self._policy
+        return (request_id in self.ledger or request_id in self._policy
                 or request_id in self._held)
 
     def enqueue(self, request: QueuedRequest) -> None:
@@ -288,9 +283,7 @@ class Dispatcher:
         return self._placement.choose(request, candidates, now)
 
     def _assign(self, request: QueuedRequest, target: ReplicaState, now: float) -> Assignment:
-        target.in_flight[request.request_id] = now
-        self._assigned[request.request_id] = target.replica_id
-        self._in_flight[request.request_id] = request
+        self.ledger.add(request, target.replica_id, now)
         self.estimator.on_dispatch(target.replica_id, request, now,
                                    backlog_after=self._policy.has_queued(request.model))
         self.journal.append(Dispatched(request.request_id, target.replica_id,
@@ -338,9 +331,9 @@ class Dispatcher:
         healthy = [r for r in self._replicas.values() if self.is_healthy(r, now)]
         queued_heads = {m for (m, _c) in self._policy.group_sizes()}
         for replica_id, request_id in choose_evictions(
-                healthy, self._in_flight, queued_heads, now, self.config.eviction.overhead_s):
+                healthy, self.ledger, queued_heads, now, self.config.eviction.overhead_s):
             state = self._replicas[replica_id]
-            request = self._in_flight.get(request_id)
+            request = self.ledger.request(request_id)
             if request is None or request.evicted:
                 continue
             request.evicted = True
@@ -382,22 +375,10 @@ class Dispatcher:
             self.journal.append(Requeued(request_id))
 
     def _unassign(self, request_id: str) -> QueuedRequest | None:
-        """Forget a dispatch wherever it holds room — its replica's in-flight set, or the
-        orphans of a replica that has not reported since a restart; None if it was not
-        dispatched.  Every release path goes through here."""
-        replica_id = self._assigned.pop(request_id, None)
-        if replica_id is None:
-            return None
-        request = self._in_flight.pop(request_id)  # kept together with _assigned
-        state = self._replicas.get(replica_id)
-        if state is not None:
-            state.in_flight.pop(request_id, None)
-        else:  # recovered, its replica has not reported yet
-            orphans = self._orphans.get(replica_id, {})
-            orphans.pop(request_id, None)
-            if not orphans:
-                self._orphans.pop(replica_id, None)
-        return request
+        """Forget a dispatch (its room is free); None if it was not dispatched.  Every
+        release path goes through here."""
+        dispatch = self.ledger.pop(request_id)
+        return dispatch.request if dispatch is not None else None
 
     def record_slo(self, request: QueuedRequest, met: bool) -> None:
         if request.slo is None:
@@ -441,8 +422,10 @@ class Dispatcher:
                 self.journal.append(Finished(request_id, Outcome.ABANDONED))
                 logger.warning("recovered request %s: no caller re-attached; dropped", request_id)
         orphan_limit_s = self.config.lost_grace_s + self.config.replica_timeout_s
-        for replica_id, orphans in list(self._orphans.items()):
-            for request_id, since in list(orphans.items()):
+        for replica_id in self.ledger.replicas():
+            if replica_id in self._replicas:
+                continue  # reported: reconciliation handles its requests
+            for request_id, since in list(self.ledger.on(replica_id).items()):
                 if now - since > orphan_limit_s:  # its replica never came back
                     logger.warning("recovered request %s: replica %s never reported; released",
                                    request_id, replica_id)
@@ -466,13 +449,7 @@ class Dispatcher:
         now = self._clock()
         if self._known(request.request_id):
             return
-        self._assigned[request.request_id] = replica_id
-        self._in_flight[request.request_id] = request
-        state = self._replicas.get(replica_id)
-        if state is not None:
-            state.in_flight[request.request_id] = now
-        else:
-            self._orphans.setdefault(replica_id, {})[request.request_id] = now
+        self.ledger.add(request, replica_id, now)
         self.counters["recovered"] += 1
 
     def attach(self, request_id: str) -> Assignment | bool:
@@ -484,11 +461,11 @@ class Dispatcher:
         if held is not None:  # back in the queue under its original key: the order holds
             self.enqueue(held[0])
             return True
-        replica_id = self._assigned.get(request_id)
-        if replica_id is None:
+        dispatch = self.ledger.get(request_id)
+        if dispatch is None:
             return False
+        replica_id, request = dispatch.replica_id, dispatch.request
         state = self._replicas.get(replica_id)
-        request = self._in_flight[request_id]
         return Assignment(request_id, replica_id,
                           state.stats.deployment if state else request.recovered_deployment,
                           state.stats.gpu_class if state else request.recovered_gpu_class,
@@ -496,7 +473,7 @@ class Dispatcher:
 
     def lookup(self, request_id: str) -> QueuedRequest | None:
         held = self._held.get(request_id)
-        return self._policy.get(request_id) or self._in_flight.get(request_id) or (
+        return self._policy.get(request_id) or self.ledger.request(request_id) or (
             held[0] if held else None)
 
     # ---- rates ------------------------------------------------------------------------
@@ -525,7 +502,7 @@ class Dispatcher:
 
     @property
     def num_in_flight(self) -> int:
-        return len(self._assigned)
+        return len(self.ledger)
 
     @property
     def policy(self) -> QueuePolicy:

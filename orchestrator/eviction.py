@@ -7,14 +7,14 @@ import math
 from collections.abc import Iterable
 
 from orchestrator.fleet import ReplicaState
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.ledger import InFlightLedger
 
 #: A request dispatched less than this long ago is never evicted (its replica may simply
 #: not have reported it started yet).
 MIN_AGE_S = 0.5
 
 
-def choose_evictions(replicas: Iterable[ReplicaState], in_flight: dict[str, QueuedRequest],
+def choose_evictions(replicas: Iterable[ReplicaState], ledger: InFlightLedger,
                      models_with_queue: set[str], now_s: float,
                      overhead_s: float) -> list[tuple[str, str]]:
     """(replica id, request id) pairs to evict.  A request qualifies when it has not
@@ -30,9 +30,11 @@ def choose_evictions(replicas: Iterable[ReplicaState], in_flight: dict[str, Queu
         if r.model in models_with_queue:
             continue
         for request_id in r.stats.unstarted_request_ids:
-            request = in_flight.get(request_id)
-            since = r.in_flight.get(request_id)
-            if (request is None or since is None or now_s - since < MIN_AGE_S
+            dispatch = ledger.get(request_id)
+            if dispatch is None or dispatch.replica_id != r.replica_id:
+                continue  # not (or no longer) held here
+            request, since = dispatch.request, dispatch.since_s
+            if (now_s - since < MIN_AGE_S
                     or math.isinf(request.deadline_s) or request.evicted):
                 continue
             here = (now_s + r.speed.slot_free_s() * max(1, r.stats.num_waiting)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.estimator import ReplicaSpeed, ReplicaView
+from orchestrator.ledger import InFlightLedger
 from replicas.types import ReplicaStats
 
 
@@ -13,8 +15,8 @@ class ReplicaState:
     stats: ReplicaStats
     last_seen_s: float
     speed: ReplicaSpeed
-    #: request id -> when it was assigned here
-    in_flight: dict[str, float] = field(default_factory=dict)
+    #: The queue manager's one record of what is in flight where.
+    ledger: InFlightLedger
     #: requests the replica reports serving that this manager did not assign (e.g. it
     #: restarted and forgot them): they hold room too
     num_unknown_active: int = 0
@@ -26,6 +28,11 @@ class ReplicaState:
     @property
     def replica_id(self) -> str:
         return self.stats.replica_id
+
+    @property
+    def in_flight(self) -> Mapping[str, float]:
+        """The requests dispatched here and not finished: {request id: dispatched at}."""
+        return self.ledger.on(self.stats.replica_id)
 
     @property
     def model(self) -> str:

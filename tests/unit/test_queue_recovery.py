@@ -74,8 +74,8 @@ def test_under_a_plan_the_replica_that_helps_out_runs_what_it_took():
         d.admit(req(i, "tight", tokens=1500))
     d.run_pass(force=True)
     assert d.snapshot()["plan"]["assignment"]["m/tight"] == "F"
-    on_f = [k for k, v in d._assigned.items() if v == "F"][:1]
-    on_s = [k for k, v in d._assigned.items() if v == "S"][:3]
+    on_f = list(d.ledger.on("F"))[:1]
+    on_s = list(d.ledger.on("S"))[:3]
     for rid in on_f + on_s:
         d.complete(rid)
     got = [(d.lookup(a.request_id).slo_class, a.replica_id) for a in d.dispatch()]
@@ -184,10 +184,10 @@ def test_a_recovered_request_completed_before_its_replica_reports_frees_its_room
     assert [a.request_id for a in d.dispatch()] == ["r1"]
 
 
-def test_an_in_flight_entry_without_assignment_is_released_by_reconciliation():
+def test_an_in_flight_request_its_replica_never_reports_is_released_by_reconciliation():
     d, clock = make("fifo", lost_grace_s=5)
     d.report(stats("a", seqs=1))
-    d._replicas["a"].in_flight["ghost"] = clock()  # room held for nothing
+    d.ledger.add(req(99), "a", clock())  # room held for a request the replica never saw
     d.admit(req(1))
     assert d.dispatch() == []
     clock.advance(6)
@@ -204,4 +204,4 @@ def test_a_recovered_request_retried_before_its_replica_reports_frees_its_room()
     d.report(stats("a", seqs=1))
     d.admit(req(1))
     assert [a.request_id for a in d.dispatch()] == ["r1"]
-    assert d._orphans == {}
+    assert "r0" not in d.ledger and list(d.ledger.on("a")) == ["r1"]
