@@ -65,6 +65,7 @@ class Dispatcher:
         self._policy = policy or make_queue_policy(config.policy, **_policy_kwargs(config))
         self._placement = placement or make_placement_policy(config.placement)
         self.estimator = WaitEstimator(z=config.estimator_z)
+        self._policy.watch(self.estimator)  # its curve follows every queue change
         self._replicas: dict[str, ReplicaState] = {}
         #: Every dispatched, unfinished request and where it is (recovered ones included,
         #: also on replicas that have not reported since the restart).
@@ -232,7 +233,6 @@ class Dispatcher:
             raise DuplicateRequestError(
                 f"request id {request.request_id!r} is already in progress", param="X-Request-Id")
         self._policy.push(request, self._clock())
-        self.estimator.queued(request, self._policy.key(request))
         expire_at = request.enqueued_s + self.config.queue_timeout_s
         cls = self.slo_classes.get(request.slo.class_name or "") if request.slo else None
         if cls is not None and cls.expire:
@@ -260,7 +260,6 @@ class Dispatcher:
                 request = self._policy.pop_next(model, puller.replica_id, now)
                 if request is None:
                     break
-                self.estimator.removed(request, self._policy.key(request))
                 candidates = self._candidates(request, with_room)
                 if not candidates:
                     skipped.append(request)
@@ -269,8 +268,6 @@ class Dispatcher:
                 assignments.append(self._assign(request, target, now))
                 if not target.has_room():
                     with_room.remove(target)
-            for request in skipped:
-                self.estimator.queued(request, self._policy.key(request))
             self._policy.push_back(skipped, now)
         return assignments
 
@@ -390,8 +387,6 @@ class Dispatcher:
     def cancel(self, request_id: str) -> bool:
         """Withdraw a request, queued or in flight; False if unknown."""
         request = self._policy.remove(request_id)
-        if request is not None:
-            self.estimator.removed(request, self._policy.key(request))
         if request is not None or self._held.pop(request_id, None) is not None:
             self.outcomes[Outcome.CANCELLED] += 1
             self.journal.append(Finished(request_id, Outcome.CANCELLED))
@@ -410,7 +405,6 @@ class Dispatcher:
             if request is None or request.seq != seq:  # gone, or queued again since
                 continue
             self._policy.remove(request_id)
-            self.estimator.removed(request, self._policy.key(request))
             self.outcomes[Outcome.EXPIRED] += 1
             self.record_slo(request, met=False)
             self.journal.append(Finished(request_id, Outcome.EXPIRED))

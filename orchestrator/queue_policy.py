@@ -23,7 +23,7 @@ import math
 from abc import ABC
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from predictor_service.types import Prediction
 from replicas.types import SLOSpec
@@ -90,6 +90,15 @@ class QueuedRequest:
 _Entry = tuple[tuple, int, QueuedRequest]
 
 
+class QueueObserver(Protocol):
+    """Told of every request entering (``queued``) and leaving (``removed``) the queue,
+    with its policy key (the waiting-time estimator keeps its curve this way)."""
+
+    def queued(self, request: QueuedRequest, key: tuple) -> None: ...
+
+    def removed(self, request: QueuedRequest, key: tuple) -> None: ...
+
+
 class QueuePolicy(ABC):
     """Holds queued requests in per-group heaps and yields them in ``key`` order."""
 
@@ -102,6 +111,11 @@ class QueuePolicy(ABC):
         self._heaps: dict[tuple[str, str], list[_Entry]] = {}
         self._counts: dict[tuple[str, str], int] = {}
         self._n = 0
+        self._observers: list[QueueObserver] = []
+
+    def watch(self, observer: QueueObserver) -> None:
+        """Tell ``observer`` of every request that enters or leaves the queue."""
+        self._observers.append(observer)
 
     def key(self, request: QueuedRequest) -> tuple:
         """The order: smaller first.  Policies override this and nothing else of the order."""
@@ -113,8 +127,11 @@ class QueuePolicy(ABC):
         self._live[request.request_id] = request
         group = request.group
         self._n += 1
-        heapq.heappush(self._heaps.setdefault(group, []), (self.key(request), self._n, request))
+        key = self.key(request)
+        heapq.heappush(self._heaps.setdefault(group, []), (key, self._n, request))
         self._counts[group] = self._counts.get(group, 0) + 1
+        for observer in self._observers:
+            observer.queued(request, key)
 
     def remove(self, request_id: str) -> QueuedRequest | None:
         """Take a request out (dispatched, cancelled or expired); None if absent."""
@@ -125,6 +142,8 @@ class QueuePolicy(ABC):
             if len(heap) > 2 * self._counts[request.group] + 32:
                 self._heaps[request.group] = [e for e in heap if self._live.get(e[2].request_id) is e[2]]
                 heapq.heapify(self._heaps[request.group])
+            for observer in self._observers:
+                observer.removed(request, self.key(request))
         return request
 
     def __len__(self) -> int:
