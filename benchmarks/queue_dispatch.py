@@ -86,7 +86,7 @@ def measure(policy: str, queued: int, decisions: int, num_replicas: int,
     t0 = time.perf_counter()
     d.run_pass(force=True)
     pass_s = time.perf_counter() - t0
-    in_flight = {rid: list(state.in_flight) for rid, state in d._replicas.items()}
+    in_flight = {state.replica_id: list(state.in_flight) for state in d.replicas}
     made = 0
     dispatch_s = 0.0
     admit_s.clear()

@@ -38,10 +38,11 @@ from orchestrator.errors import (
     OverloadedError,
     SLOUnattainableError,
 )
-from orchestrator.estimator import WaitEstimator, speed_from_profile
+from orchestrator.estimator import WaitEstimator
 from orchestrator.eviction import choose_evictions
 from orchestrator.fleet import Assignment, ReplicaState
 from orchestrator.ledger import InFlightLedger
+from orchestrator.registry import ReplicaRegistry
 from orchestrator.journal import Dispatched, Finished, JournalEvent, Requeued
 from orchestrator.outcomes import Outcome
 from orchestrator.placement import PlacementPolicy, make_placement_policy
@@ -66,10 +67,10 @@ class Dispatcher:
         self._placement = placement or make_placement_policy(config.placement)
         self.estimator = WaitEstimator(z=config.estimator_z)
         self._policy.watch(self.estimator)  # its curve follows every queue change
-        self._replicas: dict[str, ReplicaState] = {}
         #: Every dispatched, unfinished request and where it is (recovered ones included,
         #: also on replicas that have not reported since the restart).
         self.ledger = InFlightLedger()
+        self.replicas = ReplicaRegistry(config, self.ledger, self.estimator)
         #: Recovered queued requests waiting for their callers: id -> (request, give up at).
         #: Outside the policy until attached, so they never block the queue's head.
         self._held: dict[str, tuple[QueuedRequest, float]] = {}
@@ -91,21 +92,7 @@ class Dispatcher:
     def report(self, stats: ReplicaStats) -> list[str]:
         """Take a replica's report; returns the ids it should abort (evicted)."""
         now = self._clock()
-        state = self._replicas.get(stats.replica_id)
-        if state is None:
-            logger.info("replica %s (%s, class %s) joined", stats.replica_id,
-                        stats.deployment, stats.gpu_class)
-            state = ReplicaState(stats=stats, last_seen_s=now,
-                                 speed=speed_from_profile(stats.speed_profile, stats.limits.max_num_seqs),
-                                 ledger=self.ledger, max_kv_usage=self.config.max_kv_usage)
-            self._replicas[stats.replica_id] = state
-        else:
-            state.stats = stats
-            state.last_seen_s = now
-        saturated = not state.has_room() or stats.num_waiting > 0
-        state.speed = self.estimator.observe_replica(
-            stats.replica_id, stats.speed_profile, stats.limits.max_num_seqs, stats.output_tokens_per_s,
-            stats.num_running, saturated)
+        state = self.replicas.update(stats, now)
         self._reconcile(state, now)
         evict, state.pending_evictions = state.pending_evictions, []
         return evict
@@ -133,31 +120,17 @@ class Dispatcher:
 
     def remove_replica(self, replica_id: str) -> list[str]:
         """Forget a replica; returns the ids of requests that were in flight on it."""
-        state = self._replicas.pop(replica_id, None)
-        self.estimator.forget_replica(replica_id)
-        if state is None:
-            return []
-        return self.ledger.drop_replica(replica_id)
+        return self.replicas.remove(replica_id)
 
     def is_healthy(self, state: ReplicaState, now_s: float) -> bool:
-        return (state.stats.engine_alive
-                and now_s - state.last_seen_s <= self.config.replica_timeout_s)
+        return self.replicas.is_healthy(state, now_s)
 
     def healthy_replicas(self, model: str | None = None) -> list[ReplicaState]:
-        now = self._clock()
-        return [r for r in self._replicas.values()
-                if self.is_healthy(r, now) and (model is None or r.stats.model == model)]
+        return self.replicas.healthy(self._clock(), model)
 
     def reap_replicas(self) -> list[str]:
         """Drop replicas silent for longer than ``replica_timeout_s``; returns their ids."""
-        now = self._clock()
-        silent = [rid for rid, r in self._replicas.items()
-                  if now - r.last_seen_s > self.config.replica_timeout_s]
-        for rid in silent:
-            logger.warning("replica %s silent for %.1fs: removed", rid,
-                           now - self._replicas[rid].last_seen_s)
-            self.remove_replica(rid)
-        return silent
+        return self.replicas.reap(self._clock())
 
     # ---- admission --------------------------------------------------------------------
     def admit(self, request: QueuedRequest) -> None:
@@ -250,7 +223,7 @@ class Dispatcher:
         if not len(self._policy):
             return assignments
         rooms: dict[str, list[ReplicaState]] = {}
-        for r in self._replicas.values():
+        for r in self.replicas:
             if self.is_healthy(r, now) and r.has_room():
                 rooms.setdefault(r.model, []).append(r)
         for model, with_room in rooms.items():
@@ -308,7 +281,7 @@ class Dispatcher:
                 and not self.estimator.needs_pass():
             return {}
         self._last_pass_s = now
-        views = [r.view() for r in self._replicas.values() if self.is_healthy(r, now)]
+        views = [r.view() for r in self.replicas.healthy(now)]
         if self._policy.uses_late and self.estimator.mark_late(self._policy.live(), views, now):
             self._policy.rekey(now)  # the pass must see the order that dispatch will use
         result = self.estimator.run_pass(self._policy.ordered(now), self._policy.key, views, now)
@@ -325,11 +298,11 @@ class Dispatcher:
         return done
 
     def _evict(self, now: float) -> None:
-        healthy = [r for r in self._replicas.values() if self.is_healthy(r, now)]
+        healthy = self.replicas.healthy(now)
         queued_heads = {m for (m, _c) in self._policy.group_sizes()}
         for replica_id, request_id in choose_evictions(
                 healthy, self.ledger, queued_heads, now, self.config.eviction.overhead_s):
-            state = self._replicas[replica_id]
+            state = self.replicas[replica_id]
             request = self.ledger.request(request_id)
             if request is None or request.evicted:
                 continue
@@ -417,7 +390,7 @@ class Dispatcher:
                 logger.warning("recovered request %s: no caller re-attached; dropped", request_id)
         orphan_limit_s = self.config.lost_grace_s + self.config.replica_timeout_s
         for replica_id in self.ledger.replicas():
-            if replica_id in self._replicas:
+            if replica_id in self.replicas:
                 continue  # reported: reconciliation handles its requests
             for request_id, since in list(self.ledger.on(replica_id).items()):
                 if now - since > orphan_limit_s:  # its replica never came back
@@ -459,7 +432,7 @@ class Dispatcher:
         if dispatch is None:
             return False
         replica_id, request = dispatch.replica_id, dispatch.request
-        state = self._replicas.get(replica_id)
+        state = self.replicas.get(replica_id)
         return Assignment(request_id, replica_id,
                           state.stats.deployment if state else request.recovered_deployment,
                           state.stats.gpu_class if state else request.recovered_gpu_class,
@@ -501,6 +474,15 @@ class Dispatcher:
     @property
     def policy(self) -> QueuePolicy:
         return self._policy
+
+    @property
+    def placement_name(self) -> str:
+        return self._placement.name
+
+    def now_s(self) -> float:
+        """The dispatcher's clock (injected: wall time in serving, simulated time in the
+        simulator)."""
+        return self._clock()
 
     def snapshot(self) -> dict[str, Any]:
         from orchestrator.snapshot import snapshot

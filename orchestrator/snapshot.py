@@ -14,12 +14,12 @@ def _num(value: float) -> float | None:
 
 
 def snapshot(d: Dispatcher) -> dict[str, Any]:
-    now = d._clock()
+    now = d.now_s()
     last = d.estimator.last_pass
     vq = last.virtual_queues if last else {}
     return {
         "policy": d.policy.name,
-        "placement": d._placement.name,
+        "placement": d.placement_name,
         "num_queued": d.num_queued,
         "num_in_flight": d.num_in_flight,
         "outcomes": {o.value: n for o, n in d.outcomes.items()},
@@ -47,6 +47,6 @@ def snapshot(d: Dispatcher) -> dict[str, Any]:
                                "drain_s": vq.get(r.replica_id, (0, 0.0))[1]},
              "seconds_since_report": now - r.last_seen_s,
              "predictor_address": r.stats.predictor_address, "extra": dict(r.stats.extra)}
-            for r in d._replicas.values()
+            for r in d.replicas
         ],
     }

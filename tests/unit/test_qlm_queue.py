@@ -81,7 +81,7 @@ def test_wait_estimate_hand_computed_with_tail_margin():
     for i in range(2):  # occupy both replicas
         d.admit(req(i))
     d.dispatch()
-    for r in d._replicas.values():  # both saturated at 50 tok/s
+    for r in d.replicas:  # both saturated at 50 tok/s
         r.speed.saturated_tokens_per_s = 50.0
         r.speed.mean_request_tokens = 100.0
     spread = Prediction(output_tokens=100, output_tokens_p50=100, output_tokens_p90=100 + 1.2816 * 30)
@@ -101,12 +101,12 @@ def test_wait_estimate_counts_admissions_and_removals_since_the_pass():
     d.report(stats("a", seqs=1, tps=100.0, running=1))
     d.admit(req(0))
     d.dispatch()
-    d._replicas["a"].speed.saturated_tokens_per_s = 100.0
+    d.replicas["a"].speed.saturated_tokens_per_s = 100.0
     d.run_pass(force=True)
     d.admit(req(1, tokens=300))  # after the pass
     probe = req(2)
     d.assess(probe)
-    f0 = d._replicas["a"].speed.slot_free_s()
+    f0 = d.replicas["a"].speed.slot_free_s()
     assert probe.est_wait_s == pytest.approx(f0 + 3.0)
     assert d.cancel("r1")
     probe2 = req(3)
@@ -218,7 +218,7 @@ def test_admission_rejects_when_the_queue_ahead_makes_the_ttft_unreachable():
         d.report(stats("a", seqs=1, tps=10.0, running=1))
         d.admit(req(99))
         d.dispatch()
-        speed = d._replicas["a"].speed
+        speed = d.replicas["a"].speed
         speed.saturated_tokens_per_s, speed.mean_request_tokens = 10.0, 10.0
         for i in range(3):
             d.admit(req(i, "batch", tokens=100))
@@ -266,8 +266,8 @@ def test_evicts_an_unstarted_request_that_would_miss_where_another_replica_makes
     d.admit(req(0, "tight", tokens=10))
     d.admit(req(1, "tight", tokens=10))
     assert len(d.dispatch()) == 2  # both on "busy": one runs, one waits in its engine
-    d._replicas["busy"].speed.saturated_tokens_per_s = 5.0
-    d._replicas["busy"].speed.mean_request_tokens = 100.0  # 10 s per slot release
+    d.replicas["busy"].speed.saturated_tokens_per_s = 5.0
+    d.replicas["busy"].speed.mean_request_tokens = 100.0  # 10 s per slot release
     d.report(stats("idle", seqs=4, tps=100.0))
     clock.advance(1.0)
     assert d.report(stats("busy", seqs=1, waiting_room=1, tps=5.0, running=1, num_waiting=1,
@@ -294,7 +294,7 @@ def test_no_eviction_when_no_other_replica_can_make_it():
     d.admit(req(0, "tight", tokens=10))
     d.admit(req(1, "tight", tokens=10))
     d.dispatch()
-    d._replicas["busy"].speed.mean_request_tokens = 100.0
+    d.replicas["busy"].speed.mean_request_tokens = 100.0
     clock.advance(1.0)
     d.report(stats("busy", seqs=1, waiting_room=1, tps=5.0, running=1, num_waiting=1,
                    active=("r0", "r1"), unstarted=("r1",)))

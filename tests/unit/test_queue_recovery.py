@@ -63,7 +63,7 @@ def test_under_a_plan_the_replica_that_helps_out_runs_what_it_took():
     d, _ = make("qlm", placement="estimated-completion")
     d.report(stats("F", seqs=2, tps=1000.0, running=1))
     d.report(stats("S", seqs=4, tps=5.0, running=1))
-    for r in d._replicas.values():
+    for r in d.replicas:
         r.speed.saturated_tokens_per_s = r.stats.output_tokens_per_s
     for i in range(100, 106):
         d.admit(req(i, "batch", tokens=50))
@@ -86,7 +86,7 @@ def test_under_a_plan_the_replica_that_helps_out_runs_what_it_took():
 def test_a_late_request_is_not_counted_ahead_of_new_admissions():
     d, clock = make("qlm", estimator_z=0.0)
     d.report(stats("a", seqs=1, tps=100.0, running=1))
-    d._replicas["a"].speed.saturated_tokens_per_s = 100.0
+    d.replicas["a"].speed.saturated_tokens_per_s = 100.0
     d.admit(req(0, "batch", tokens=10))
     d.dispatch()
     hopeless = req(1, "tight", tokens=5000)
@@ -106,7 +106,7 @@ async def test_an_evicted_request_is_kept_for_its_retry_past_the_lost_grace():
     svc.report(stats("busy", seqs=1, waiting_room=1, tps=5.0, running=1))
     await svc.enqueue(req(0, "batch", tokens=10))
     await svc.enqueue(req(1, "batch", tokens=10))
-    svc.core._replicas["busy"].speed.mean_request_tokens = 100_000.0
+    svc.core.replicas["busy"].speed.mean_request_tokens = 100_000.0
     svc.report(stats("idle", seqs=4, tps=100.0))
     clock.advance(11)
     busy = dict(seqs=1, waiting_room=1, tps=5.0, running=1)
