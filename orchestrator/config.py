@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from augserve_common.names import PlacementName, QueuePolicyName
 from augserve_common.strict import StrictModel
 from orchestrator.store import StoreConfig
 from predictor_service.config import PredictorAppConfig
@@ -71,9 +72,8 @@ class EvictionConfig(StrictModel):
 class QueueConfig(StrictModel):
     """The global queue manager."""
 
-    policy: str = Field("fifo", description="Ordering policy by name (fifo, priority, edf, qlm).")
-    placement: str = Field("least-loaded", description="Placement policy by name "
-                           "(least-loaded, estimated-completion).")
+    policy: QueuePolicyName = Field("fifo", description="Ordering policy by name.")
+    placement: PlacementName = Field("least-loaded", description="Placement policy by name.")
     default_slo_class: str | None = Field(
         "standard", description="SLO class of requests that name none (None: no SLO, "
         "an infinite deadline).")
@@ -99,16 +99,6 @@ class QueueConfig(StrictModel):
     retry_after_min_s: float = Field(1.0, gt=0, description="Smallest Retry-After given.")
     retry_after_max_s: float = Field(60.0, gt=0, description="Largest Retry-After given.")
     tick_s: float = Field(0.1, gt=0, le=5, description="Period of expiry and health checks.")
-
-    @field_validator("policy", "placement")
-    @classmethod
-    def _registered(cls, value: str, info) -> str:
-        from orchestrator.placement import PLACEMENT_POLICIES
-        from orchestrator.queue_policy import QUEUE_POLICY_NAMES
-        registry = QUEUE_POLICY_NAMES if info.field_name == "policy" else PLACEMENT_POLICIES
-        if value not in registry:
-            raise ValueError(f"unknown {info.field_name} {value!r}; known: {sorted(registry)}")
-        return value
 
 
 class IngressConfig(StrictModel):

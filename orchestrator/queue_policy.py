@@ -23,8 +23,9 @@ import math
 from abc import ABC
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, get_args
 
+from augserve_common.names import QueuePolicyName
 from predictor_service.types import Prediction
 from replicas.types import SLOSpec
 
@@ -260,7 +261,7 @@ def _registry() -> dict[str, type[QueuePolicy]]:
     return {p.name: p for p in (FifoPolicy, PriorityPolicy, EdfPolicy, QlmPolicy)}
 
 
-QUEUE_POLICY_NAMES = ("fifo", "priority", "edf", "qlm")
+QUEUE_POLICY_NAMES: tuple[str, ...] = get_args(QueuePolicyName)
 
 
 def make_queue_policy(name: str, **kwargs: Any) -> QueuePolicy:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from augserve_common.names import LengthModelName
 from augserve_common.priors import DEFAULT_API_P90_S, DEFAULT_API_S, FALLBACK_OUTPUT_TOKENS
 from augserve_common.redis_url import RedisUrlSource
 from augserve_common.strict import StrictModel
@@ -12,7 +13,7 @@ from augserve_common.strict import StrictModel
 class PredictorConfig(StrictModel, RedisUrlSource):
     """The predictor server (standalone or hosted in the Serve application)."""
 
-    length_model: str = Field(
+    length_model: LengthModelName = Field(
         "auto", description="Length model by name (embedding-knn, hashed-linear, classifier); "
         "auto = embedding-knn when the embedding package is installed, else hashed-linear.")
     host: str = Field("0.0.0.0", description="Interface the gRPC server listens on.")
@@ -67,15 +68,6 @@ class PredictorConfig(StrictModel, RedisUrlSource):
                                        "their own duration statistics.")
     grace_s: float = Field(5.0, ge=0, description="Graceful shutdown: time for calls in "
                            "flight to finish.")
-
-    @field_validator("length_model")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        from predictor_service.length_models import LENGTH_MODELS
-        if value != "auto" and value not in LENGTH_MODELS:
-            raise ValueError(f"unknown length_model {value!r}; known: auto, "
-                             f"{', '.join(sorted(LENGTH_MODELS))}")
-        return value
 
 
 class ClientConfig(StrictModel):

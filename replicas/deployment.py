@@ -71,7 +71,7 @@ class ReplicaCore:
         sched = config.scheduling
         self.policy = make_policy(sched.policy)
         self.profile: ReplicaProfile = default_profile(sched.profiling, engine.kv_bytes_per_token(),
-                                                       getattr(engine, "chunk_tokens", None))
+                                                       engine.chunk_tokens)
         self.load = BatchLoad()
         #: The scheduler's latest answer to the "state" utility call.
         self.engine_state: SchedulerState | None = None
@@ -83,12 +83,11 @@ class ReplicaCore:
                                 predict=self._predict_resume, on_pause=self._on_pause,
                                 parser=self._parser(engine, tools),
                                 max_tool_rounds=config.max_tool_rounds,
-                                max_model_len=getattr(engine, "max_model_len",
-                                                      config.engine.max_model_len))
+                                max_model_len=engine.max_model_len or config.engine.max_model_len)
 
     @staticmethod
     def _parser(engine: ReplicaEngine, tools: ToolExecutor | None) -> ToolCallParser | None:
-        tokenizer = getattr(engine, "tokenizer", None)
+        tokenizer = engine.tokenizer
         if tools is None or not tools.names or tokenizer is None:
             return None
         try:
@@ -103,8 +102,7 @@ class ReplicaCore:
         return float(self.engine.stats_sink.kv_usage)
 
     def _tokenize(self, text: str) -> list[int]:
-        tokenize = getattr(self.engine, "tokenize", None)
-        return tokenize(text) if tokenize is not None else []
+        return self.engine.tokenize(text)
 
     async def _predict_resume(self, request: ReplicaRequest, history: list[int],
                               turn: AugTurn) -> Prediction | None:
@@ -113,8 +111,7 @@ class ReplicaCore:
         # the text the predictor learned from: the context's tail, decoded (its models
         # weigh the latest instruction or API result most)
         tail = history[-512:]
-        detokenize = getattr(self.engine, "detokenize", None)
-        text = detokenize(tail) if detokenize is not None else ""
+        text = self.engine.detokenize(tail)
         return await self.predictor.predict(LengthQuery(
             model=request.model, prompt_text=text, prompt_token_ids=() if text else tuple(tail),
             prompt_tokens=len(history), api_names=(turn.api_name,) if turn.api_name else (),
@@ -125,8 +122,8 @@ class ReplicaCore:
         sched = self.config.scheduling
         self.profile = await profile_engine(
             self.engine, sched.profiling, self.config.model_name,
-            getattr(self.engine, "max_model_len", None) or self.config.engine.max_model_len or 2048,
-            getattr(self.engine, "chunk_tokens", None))
+            self.engine.max_model_len or self.config.engine.max_model_len or 2048,
+            self.engine.chunk_tokens)
         self.engine_state = await self.engine.configure_scheduler(Configure(
             self.policy.name, self.profile, rerank_every_steps=sched.rerank_every_steps,
             starvation_threshold_steps=sched.starvation_threshold_steps,
@@ -364,7 +361,7 @@ class LLMReplica:
         period = self._core.config.stats_period_s
         while True:
             await asyncio.sleep(period)
-            self._engine_alive = self._engine_alive and getattr(self._core.engine, "alive", True)
+            self._engine_alive = self._engine_alive and self._core.engine.alive
             await self._report_quietly()
 
     async def bench_direct(self, prompt_token_ids: list[int], max_tokens: int,

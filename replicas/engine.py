@@ -36,6 +36,22 @@ class EngineDeadError(Exception):
 
 class ReplicaEngine(Protocol):
     stats_sink: EngineStatsSink
+    #: The engine's context length and prefill chunk (``max_num_batched_tokens``); None
+    #: where the engine has none of its own (then the config's values stand).
+    max_model_len: int | None
+    chunk_tokens: int | None
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def tokenizer(self) -> Any | None:
+        """The model's tokenizer (None: no tool-call parsing on this engine)."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def detokenize(self, token_ids: list[int]) -> str: ...
 
     def generate(self, request: ReplicaRequest,
                  extra_args: dict[str, Any] | None = None) -> AsyncIterator[TokenDelta]: ...

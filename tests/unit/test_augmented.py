@@ -18,9 +18,20 @@ class FakeEngine:
     """Same interface as ReplicaEngine: generate yields max_tokens deltas of one token;
     sessions record the chunks they were sent."""
 
+    max_model_len = None
+    chunk_tokens = None
+    alive = True
+    tokenizer = None
+
     def __init__(self):
         self.requests: list[ReplicaRequest] = []
         self.sessions: list[FakeSession] = []
+
+    def tokenize(self, text):
+        return []
+
+    def detokenize(self, token_ids):
+        return ""
 
     async def generate(self, request, extra_args=None):
         self.requests.append(request)

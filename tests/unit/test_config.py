@@ -63,3 +63,26 @@ def test_durability_is_the_store_config_plus_mode():
     assert d.store_config() == StoreConfig(redis_url="redis://h:1/0", write_timeout_s=0.2)
     with pytest.raises(ValidationError):
         DurabilityConfig(redis_url="http://h:1")  # the store's scheme check applies
+
+
+def test_the_policy_names_a_config_accepts_are_the_registries_keys() -> None:
+    from typing import get_args
+
+    from augserve_common.names import LengthModelName, PlacementName, QueuePolicyName
+    from orchestrator.placement import PLACEMENT_POLICIES
+    from orchestrator.queue_policy import _registry
+    from predictor_service.length_models import LENGTH_MODELS
+    assert set(get_args(QueuePolicyName)) == set(_registry())
+    assert set(get_args(PlacementName)) == set(PLACEMENT_POLICIES)
+    assert set(get_args(LengthModelName)) == set(LENGTH_MODELS) | {"auto"}
+
+
+@pytest.mark.parametrize(("field", "value", "allowed"), [
+    ("policy", "lifo", "'fifo', 'priority', 'edf' or 'qlm'"),
+    ("placement", "random", "'least-loaded' or 'estimated-completion'")])
+def test_an_unknown_policy_name_is_refused_naming_the_allowed_ones(field, value, allowed) -> None:
+    from orchestrator.config import QueueConfig
+    with pytest.raises(ValidationError) as info:
+        QueueConfig.model_validate({field: value})
+    message = str(info.value)
+    assert field in message and repr(value) in message and allowed in message, message
