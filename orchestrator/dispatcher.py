@@ -46,6 +46,7 @@ from orchestrator.registry import ReplicaRegistry
 from orchestrator.journal import Dispatched, Finished, JournalEvent, Requeued
 from orchestrator.outcomes import Outcome
 from orchestrator.placement import PlacementPolicy, make_placement_policy
+from orchestrator.qlm import Planner, make_planner
 from orchestrator.queue_policy import QueuedRequest, QueuePolicy, make_queue_policy
 from replicas.types import ReplicaStats, SLOSpec
 
@@ -63,7 +64,8 @@ class Dispatcher:
         self.config = config
         self._clock = clock
         self.slo_classes = slo_classes if slo_classes is not None else default_slo_classes()
-        self._policy = policy or make_queue_policy(config.policy, **_policy_kwargs(config))
+        self._policy = policy or make_queue_policy(config.policy)
+        self.planner: Planner = make_planner(self._policy.name, config.plan_time_limit_s)
         self._placement = placement or make_placement_policy(config.placement)
         self.estimator = WaitEstimator(z=config.estimator_z)
         self._policy.watch(self.estimator)  # its curve follows every queue change
@@ -230,7 +232,9 @@ class Dispatcher:
             skipped: list[QueuedRequest] = []
             while with_room and len(skipped) < _MAX_SKIPPED:
                 puller = min(with_room, key=_pull_order)
-                request = self._policy.pop_next(model, puller.replica_id, now)
+                mine, others = self.planner.split(self._policy.groups(model), puller.replica_id)
+                request = self._policy.take(mine) or (
+                    self._policy.take(others, latest=True) if others else None)
                 if request is None:
                     break
                 candidates = self._candidates(request, with_room)
@@ -248,7 +252,7 @@ class Dispatcher:
                 puller: ReplicaState, now: float) -> ReplicaState:
         """Under a plan the replica that pulled the request runs it (its virtual queue);
         otherwise the placement policy chooses among those with room."""
-        if self._policy.pulls_to_puller() and puller in candidates:
+        if self.planner.active and puller in candidates:
             return puller
         return self._placement.choose(request, candidates, now)
 
@@ -286,10 +290,10 @@ class Dispatcher:
             self._policy.rekey(now)  # the pass must see the order that dispatch will use
         result = self.estimator.run_pass(self._policy.ordered(now), self._policy.key, views, now)
         try:
-            done = self._policy.replan(result, now)
+            done = self.planner.replan(result, now)
         except Exception:
             logger.exception("queue policy re-plan failed; plan cleared")
-            self._policy.clear_plan()
+            self.planner.clear()
             done = {}
         if done.get("replanned"):
             self.counters["replans"] += 1
@@ -493,9 +497,3 @@ def _pull_order(r: ReplicaState) -> tuple[float, str]:
     """Which replica with room pulls next: the one where a mean request would finish
     first (its measured speed next to what it runs), so a faster class pulls more."""
     return (r.speed.finish_s(0, r.speed.mean_request_tokens, r.num_busy_seqs), r.replica_id)
-
-
-def _policy_kwargs(config: QueueConfig) -> dict[str, Any]:
-    if config.policy != "qlm":
-        return {}
-    return {"time_limit_s": config.plan_time_limit_s}

@@ -1,23 +1,22 @@
-"""The ``qlm`` queue policy (QLM, Patke et al. 2024; ALGORITHMS.md): earliest deadline
-first, plus two things EDF lacks under overload.
+"""QLM's re-plan (Patke et al. 2024; ALGORITHMS.md), the one planner dispatch asks.
 
-- Requests the estimator's last pass found **late** (they miss their deadline even if
-  served next) are ordered behind those that can still make it, so that one hopeless
-  request does not make the ones behind it miss too.
-- When the pass predicts a miss, a **re-plan** assigns request groups (model, SLO class)
-  to the replicas' virtual queues by the small MILP of :mod:`orchestrator.qlm_plan`
-  (total lateness plus model-swap cost, HiGHS under a time limit).  A replica with room
-  then takes first from the groups planned for it (EDF among them), and when those are
-  empty the least urgent head of another group (work conserving, without taking the
-  urgent work the plan gave a faster replica), and runs what it took itself.  With no predicted miss the plan is cleared: plain EDF.
+The ``qlm`` order itself (EDF with late requests behind) is
+:class:`orchestrator.queue_policy.QlmPolicy`.  When the estimator's pass predicts a
+miss, :class:`QlmPlanner` assigns request groups (model, SLO class) to the replicas'
+virtual queues by the small MILP of :mod:`orchestrator.qlm_plan` (total lateness, HiGHS
+under a time limit).  A replica with room then takes first from the groups planned for
+it (EDF among them), and when those are empty the least urgent head of another group
+(work conserving, without taking the urgent work the plan gave a faster replica), and
+runs what it took itself.  With no predicted miss the plan is cleared: plain EDF.
+
+Every other queue policy dispatches under :class:`NoPlan`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.qlm_plan import PlanGroup, PlanReplica, plan_milp
-from orchestrator.queue_policy import EdfPolicy, QueuedRequest
 
 if TYPE_CHECKING:
     from orchestrator.estimator import PassResult
@@ -25,38 +24,67 @@ if TYPE_CHECKING:
 #: The plan's deadline for a group without one (the MILP needs finite numbers).
 NO_DEADLINE_S = 1e7
 
+Group = tuple[str, str]
 
-class QlmPolicy(EdfPolicy):
-    name = "qlm"
-    uses_late = True
 
+class Planner(Protocol):
+    """What dispatch asks of a plan: which groups a pulling replica takes from first,
+    and whether the replica that pulled a request must run it."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def split(self, groups: list[Group], replica_id: str) -> tuple[list[Group], list[Group]]:
+        """(the groups ``replica_id`` takes from first, the others it may help with)."""
+        ...
+
+    def replan(self, view: PassResult, now_s: float) -> dict[str, Any]: ...
+
+    def clear(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class NoPlan:
+    """No plan: every group is every replica's; placement alone chooses."""
+
+    active = False
+
+    def split(self, groups: list[Group], replica_id: str) -> tuple[list[Group], list[Group]]:
+        return groups, []
+
+    def replan(self, view: PassResult, now_s: float) -> dict[str, Any]:
+        return {}
+
+    def clear(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+class QlmPlanner:
     def __init__(self, time_limit_s: float = 0.05) -> None:
-        super().__init__()
         self.time_limit_s = time_limit_s
         #: HiGHS node limit (None: none); the simulator sets it, with a time limit that
         #: never binds, so that a plan depends on its inputs only.
         self.node_limit: int | None = None
-        self._plan: dict[tuple[str, str], str] = {}
+        self._plan: dict[Group, str] = {}
         self.last_plan: dict[str, Any] = {}
 
-    def key(self, request: QueuedRequest) -> tuple:
-        return (request.late, request.deadline_s, request.priority, request.arrival_s or 0.0,
-                request.seq)
-
-    def pop_next(self, model: str, replica_id: str | None, now_s: float) -> QueuedRequest | None:
-        """EDF among the groups planned for ``replica_id`` (and groups the plan does not
-        know); when those are empty, the least urgent head of the others (a replica that
-        helps out takes what the plan can best afford to move)."""
-        groups = self._groups_for(model, replica_id)
-        if replica_id is None or not self._plan:
-            return self._take(groups)
-        mine = [g for g in groups if self._plan.get(g, replica_id) == replica_id]
-        return self._take(mine) or self._take([g for g in groups if g not in mine], latest=True)
-
-    def pulls_to_puller(self) -> bool:
+    @property
+    def active(self) -> bool:
         return bool(self._plan)
 
-    def clear_plan(self) -> None:
+    def split(self, groups: list[Group], replica_id: str) -> tuple[list[Group], list[Group]]:
+        """The groups planned for ``replica_id`` (and those the plan does not know) first;
+        the others, from which it takes the least urgent head."""
+        if not self._plan:
+            return groups, []
+        mine = [g for g in groups if self._plan.get(g, replica_id) == replica_id]
+        return mine, [g for g in groups if g not in mine]
+
+    def clear(self) -> None:
         self._plan = {}
 
     def replan(self, view: PassResult, now_s: float) -> dict[str, Any]:
@@ -82,3 +110,8 @@ class QlmPolicy(EdfPolicy):
 
     def describe(self) -> dict[str, Any]:
         return {"plan": self.last_plan}
+
+
+def make_planner(policy: str, time_limit_s: float) -> Planner:
+    """The planner of a queue policy: QLM's for ``qlm``, none for the others."""
+    return QlmPlanner(time_limit_s) if policy == "qlm" else NoPlan()

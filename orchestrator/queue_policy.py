@@ -176,12 +176,7 @@ class QueuePolicy(ABC):
             heapq.heappop(heap)
         return None
 
-    def pop_next(self, model: str, replica_id: str | None, now_s: float) -> QueuedRequest | None:
-        """Remove and return the first request of ``model`` for ``replica_id`` to take;
-        None when that model has nothing queued."""
-        return self._take(self._groups_for(model, replica_id))
-
-    def _take(self, groups: list[tuple[str, str]], latest: bool = False) -> QueuedRequest | None:
+    def take(self, groups: list[tuple[str, str]], latest: bool = False) -> QueuedRequest | None:
         """Remove the first head among ``groups`` (``latest``: the head that comes last)."""
         best: _Entry | None = None
         for group in groups:
@@ -191,11 +186,12 @@ class QueuePolicy(ABC):
                 best = head
         return None if best is None else self.remove(best[2].request_id)
 
-    def _groups_for(self, model: str, replica_id: str | None) -> list[tuple[str, str]]:
+    def groups(self, model: str) -> list[tuple[str, str]]:
+        """The groups of ``model`` with something queued."""
         return [g for g, n in self._counts.items() if n and g[0] == model]
 
     def push_back(self, requests: list[QueuedRequest], now_s: float) -> None:
-        """Return requests taken by :meth:`pop_next` but not dispatched (their keys are
+        """Return requests taken by :meth:`take` but not dispatched (their keys are
         unchanged, so the order is restored exactly)."""
         for request in requests:
             self.push(request, now_s)
@@ -214,21 +210,6 @@ class QueuePolicy(ABC):
             self._heaps[group] = [(self.key(e[2]), e[1], e[2]) for e in heap
                                   if self._live.get(e[2].request_id) is e[2]]
             heapq.heapify(self._heaps[group])
-
-    def pulls_to_puller(self) -> bool:
-        """True while a plan is in force: the replica that pulled a request runs it."""
-        return False
-
-    def clear_plan(self) -> None:
-        """Forget any plan (after a failed re-plan)."""
-
-    def replan(self, view: Any, now_s: float) -> dict[str, Any]:
-        """Called every re-plan period with the estimator's view of the fleet; returns
-        what it did (for stats).  Only ``qlm`` plans."""
-        return {}
-
-    def describe(self) -> dict[str, Any]:
-        return {}
 
 
 class FifoPolicy(QueuePolicy):
@@ -256,8 +237,21 @@ class EdfPolicy(QueuePolicy):
         return (request.deadline_s, request.priority, request.arrival_s or 0.0, request.seq)
 
 
+class QlmPolicy(EdfPolicy):
+    """QLM's order: EDF, with the requests the estimator's last pass found **late** (they
+    miss their deadline even if served next) behind those that can still make it, so that
+    one hopeless request does not make the ones behind it miss too.  Its re-plan is
+    :class:`orchestrator.qlm.QlmPlanner`."""
+
+    name = "qlm"
+    uses_late = True
+
+    def key(self, request: QueuedRequest) -> tuple:
+        return (request.late, request.deadline_s, request.priority, request.arrival_s or 0.0,
+                request.seq)
+
+
 def _registry() -> dict[str, type[QueuePolicy]]:
-    from orchestrator.qlm import QlmPolicy
     return {p.name: p for p in (FifoPolicy, PriorityPolicy, EdfPolicy, QlmPolicy)}
 
 

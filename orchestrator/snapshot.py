@@ -32,7 +32,7 @@ def snapshot(d: Dispatcher) -> dict[str, Any]:
         "estimator": {**{k: _num(v) for k, v in d.estimator.error_stats().items()},
                       "recent_waits_estimated_actual_s": list(d.estimator.samples)},
         "predicted_misses": last.num_predicted_misses if last else 0,
-        **d.policy.describe(),
+        **d.planner.describe(),
         "replicas": [
             {"replica_id": r.replica_id, "deployment": r.stats.deployment,
              "gpu_class": r.stats.gpu_class, "model": r.stats.model,

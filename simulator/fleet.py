@@ -25,7 +25,7 @@ from orchestrator.config import AppConfig
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.errors import AugserveError
 from orchestrator.outcomes import Outcome
-from orchestrator.qlm import QlmPolicy
+from orchestrator.qlm import QlmPlanner
 from orchestrator.queue_policy import QueuedRequest
 from replicas.types import AugTurn, SLOSpec
 from simulator.events import EventLoop, Phase
@@ -213,7 +213,7 @@ class SimFleet:
 def _deterministic_plan(dispatcher: Dispatcher, node_limit: int | None) -> None:
     """QLM's MILP under a HiGHS node limit instead of its wall-time limit, so that a plan
     depends on the inputs only (serving keeps the time limit)."""
-    policy = dispatcher.policy
-    if isinstance(policy, QlmPolicy):
-        policy.node_limit = node_limit
-        policy.time_limit_s = PLAN_TIME_LIMIT_S
+    planner = dispatcher.planner
+    if isinstance(planner, QlmPlanner):
+        planner.node_limit = node_limit
+        planner.time_limit_s = PLAN_TIME_LIMIT_S
