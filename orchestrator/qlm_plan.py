@@ -17,9 +17,10 @@ replica, groups run earliest-deadline-first, ties by key (:attr:`PlanGroup.edf_k
     objective  = Σ_g n_g · lateness_g  +  s · #{g : model_g != model_r(g)}
 
 with ``s = swap_cost_s``. A group may go to a replica serving another model only when
-``allow_model_swap`` (augserve's dispatch never swaps models, so :class:`QlmPlanner` plans
-with it off; the term is kept as the paper states it). Simplification: the swap delays only the group that needs it, not
-the groups behind it, and is charged once per mismatched (group, replica) pair.
+``allow_model_swap`` (augserve's dispatch never swaps models, so :class:`QlmPlanner`
+plans with it off; the term is kept as the paper states it). Simplification: the swap
+delays only the group that needs it, not the groups behind it, and is charged once per
+mismatched (group, replica) pair.
 
 Program: binary ``x[g,r]`` (upper bound 0 for forbidden pairs), continuous ``L_g >= 0``::
 
