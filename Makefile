@@ -18,7 +18,7 @@ HELM_DEP := $(if $(filter environment command line,$(origin AUGSERVE_HELM)),,$(H
 export AUGSERVE_HELM ?= $(HELM)
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test unit bench-overhead proto chart-schema clean
+.PHONY: setup serve test unit typecheck bench-overhead proto chart-schema clean
 
 setup: $(STAMP) $(TINY_MODEL)/augserve_tiny_model.json
 
@@ -43,8 +43,14 @@ serve: setup
 $(HELM): tools/fetch_helm.py
 	$(PYTHON) tools/fetch_helm.py $(dir $(HELM))
 
+MYPY_PACKAGES := augserve_common orchestrator replicas predictor_service benchmarks simulator
+
 test: setup $(HELM_DEP)
+	$(PY) -m mypy $(MYPY_PACKAGES)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+typecheck: setup
+	$(PY) -m mypy $(MYPY_PACKAGES)
 
 unit: setup $(HELM_DEP)
 	$(PY) -m pytest tests/unit tests/deploy $(PYTEST_ARGS)

@@ -114,6 +114,9 @@ class RedisUrlSource(BaseModel):
             return self
         url = resolve_redis_url(self.redis_url, self.redis_url_env, environ)
         if self.redis_password_env:
+            if url is None:
+                raise RedisUrlError("redis_password_env is set but no redis_url (nor "
+                                    "redis_url_env) names the server")
             url = with_password(url, _from_env(self.redis_password_env, "redis_password_env",
                                                environ))
         return self.model_copy(update={"redis_url": url, "redis_url_env": None,

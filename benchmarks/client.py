@@ -130,7 +130,8 @@ async def run_workload(url: str, model: str, workload: Workload, *,
         waiter = asyncio.ensure_future(asyncio.gather(*tasks, return_exceptions=True))
         if stop is not None:
             stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            racing: set[asyncio.Future[Any]] = {waiter, stopper}
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if not waiter.done():
                 for t in tasks:

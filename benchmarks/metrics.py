@@ -109,7 +109,7 @@ def summarize(records: list[RequestRecord], slo_targets: dict[str, dict[str, flo
     not_sent = sum(1 for r in records if not r.sent)
     records = [r for r in records if r.sent]
     ok = [r for r in records if r.ok]
-    e2e = [r.e2e_s for r in ok]
+    e2e = [r.e2e_s for r in ok if r.e2e_s is not None]  # every completed one has it
     ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
     tpot = [r.tpot_s for r in ok if r.tpot_s is not None]
     norm = [r.normalized_latency_s for r in ok if r.normalized_latency_s is not None]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,7 @@ def latency_one(segments, length_model: str, levels: list[int], seconds: float) 
                                "--port", str(port), "--host", "127.0.0.1",
                                "--length-model", length_model], stdout=subprocess.PIPE, text=True)
     try:
+        assert server.stdout is not None  # stdout=PIPE
         line = server.stdout.readline()  # "predictor listening on ..." once it serves
         if "listening" not in line:
             raise RuntimeError(f"the predictor did not start: {line!r}")
@@ -100,7 +102,7 @@ async def _measure(address: str, segments, length_model: str, levels: list[int],
             break
         await asyncio.sleep(0.2)
     queries = [query_to_pb(LengthQuery("bench", s.text, (), s.prompt_tokens)) for s in test]
-    out = {"length_model": length_model, "levels": []}
+    out: dict[str, Any] = {"length_model": length_model, "levels": []}
     for n in levels:
         out["levels"].append(await _closed_loop(
             n, seconds, lambda i: stub.Predict(queries[i % len(queries)], timeout=30)))

@@ -51,7 +51,8 @@ def plot_run(out_dir: Path, records: list[RequestRecord], summary: dict[str, Any
     plt = _plt()
     ok = [r for r in records if r.ok]
     for name, values, xlabel in (
-            ("latency_cdf.png", [r.e2e_s for r in ok], "end-to-end latency (s)"),
+            ("latency_cdf.png", [r.e2e_s for r in ok if r.e2e_s is not None],
+             "end-to-end latency (s)"),
             ("ttft_cdf.png", [r.ttft_s for r in ok if r.ttft_s is not None], "time to first token (s)")):
         fig, ax = plt.subplots(figsize=(6, 4))
         _cdf(ax, values, f"{len(values)} requests")

@@ -56,7 +56,7 @@ def resolve_settings(args: argparse.Namespace, bench: BenchDefaults | None = Non
 
     from orchestrator.config import BenchDefaults
     bench = bench or BenchDefaults()
-    values = {}
+    values: dict[str, Any] = {}
     for key in ("time_scale", "limit", "arrival", "cv", "burst_factor", "burst_period_s",
                 "burst_duty"):
         value = getattr(args, key)

@@ -27,17 +27,20 @@ def ensure_default_model(config: AppConfig) -> None:
 def build_app(args: dict[str, Any]) -> Application:
     config = AppConfig.model_validate(args)
     ensure_default_model(config)
-    queue_manager = QueueManager.bind({
+    # Serve's decorators make these deployments (bind / options), which mypy cannot see
+    queue_manager = QueueManager.bind({  # type: ignore[attr-defined]
         "queue": config.queue.model_dump(mode="json"),
         "slo_classes": {k: v.model_dump(mode="json") for k, v in config.slo_classes.items()}})
     predictor, client = None, None
     if config.predictor.enabled:
         client = config.predictor.client.model_dump(mode="json")
     if config.hosts_predictor():
-        predictor = Predictor.bind(config.predictor.server.model_dump(mode="json"))
+        predictor = Predictor.bind(  # type: ignore[attr-defined]
+            config.predictor.server.model_dump(mode="json"))
     replicas = {
-        r.name: LLMReplica.options(name=r.name).bind(r.model_dump(mode="json"), queue_manager,
-                                                     predictor, client, config.tools)
+        r.name: LLMReplica.options(name=r.name).bind(  # type: ignore[attr-defined]
+            r.model_dump(mode="json"), queue_manager, predictor, client, config.tools)
         for r in config.replicas
     }
-    return Ingress.bind(config.model_dump(mode="json"), queue_manager, replicas, predictor)
+    return Ingress.bind(  # type: ignore[attr-defined]
+        config.model_dump(mode="json"), queue_manager, replicas, predictor)

@@ -265,7 +265,7 @@ class QueueService:
     health_check_period_s=5,
 )
 class QueueManager:
-    async def __init__(self, config: dict[str, Any]) -> None:
+    async def __init__(self, config: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
         queue = QueueConfig.model_validate(config["queue"])
         classes = {k: SLOClass.model_validate(v) for k, v in config["slo_classes"].items()}
         store_config = queue.durability.store_config()  # reads redis_url_env here

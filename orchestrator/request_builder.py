@@ -73,7 +73,7 @@ def chat_prompt(req: ChatCompletionRequest, model: ServedModel) -> Prompt:
     ids = model.tokenizer.encode(text, add_special_tokens=False)
     if not ids:
         raise InvalidRequestError("messages: the conversation renders to nothing", param="messages")
-    return Prompt(ids, "\n".join(m.text() for m in req.messages if m.text()))
+    return Prompt(ids, "\n".join(t for m in req.messages if (t := m.text())))
 
 
 def augmentation_turns(req: CompletionRequest | ChatCompletionRequest, num_prompt: int,

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +80,7 @@ class RequestRun:
         self.trace.assignment = await self._enqueue(self.queued, retry)
         return self.trace.assignment
 
-    async def deltas(self) -> AsyncIterator[TokenDelta]:
+    async def deltas(self) -> AsyncGenerator[TokenDelta, None]:
         """Stream the deltas; retries on another replica if one fails before any token."""
         assert self.trace.assignment is not None, "admit() first"
         outcome = Outcome.FAILED

@@ -149,6 +149,8 @@ class PredictorClient:
             task.add_done_callback(self._closing.discard)
 
     async def _re_resolve(self) -> None:
+        if self._resolve is None:
+            return
         try:
             self._set_address(await asyncio.wait_for(self._resolve(), 10.0))
         except Exception as exc:  # noqa: BLE001 - keep the old address; try at the next opening

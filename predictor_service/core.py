@@ -17,7 +17,7 @@ from augserve_common.redis_url import redacted
 from predictor_service.config import PredictorConfig
 from predictor_service.distributions import lognormal
 from predictor_service.durations import DurationModel
-from predictor_service.embedding import EMBEDDING_MODEL
+from predictor_service.embedding import EMBEDDING_MODEL, Embedder
 from predictor_service.features import prompt_text
 from predictor_service.learner import (
     Learner,
@@ -62,7 +62,7 @@ class _Pending:
 
 class PredictorCore:
     def __init__(self, config: PredictorConfig, clock: Callable[[], float] = time.monotonic,
-                 embedder_factory: Callable[[], object] | None = None) -> None:
+                 embedder_factory: Callable[[], Embedder] | None = None) -> None:
         self.config = config = config.resolved()  # redis_url read from redis_url_env here
         self.clock = clock
         self.model_cls = resolve_length_model(config.length_model)
@@ -74,7 +74,7 @@ class PredictorCore:
         self.durations_dirty = False
         self.store = RedisStore(config.redis_url, config.key_prefix) if config.redis_url else MemoryStore()
         self.metrics = PredictorMetrics()
-        self.embedder = None
+        self.embedder: Embedder | None = None
         self._embedder_factory = embedder_factory
         self._queue: list[_Pending] = []
         self._inflight: list[_Pending] = []
@@ -106,8 +106,7 @@ class PredictorCore:
         if self.model_cls.uses_embeddings and self.embedder is None:
             self.embedder = (self._embedder_factory or self._default_embedder)()
 
-    def _default_embedder(self):
-        from predictor_service.embedding import Embedder
+    def _default_embedder(self) -> Embedder:
         return Embedder(self.config.embed_max_tokens, self.config.embed_cache_size)
 
     async def stop(self) -> None:
@@ -244,7 +243,10 @@ class PredictorCore:
                     out[i] = (self.prior, 0, False)
                 continue
             samples = [Sample(queries[i].prompt_text, queries[i].prompt_tokens, 0) for i in idx]
-            embed = self.embedder.embed if fitted.uses_embeddings else None
+            embed = None
+            if fitted.uses_embeddings:
+                assert self.embedder is not None, "load_embedder() first"
+                embed = self.embedder.embed
             for i, dist in zip(idx, fitted.predict(make_batch(samples, embed))):
                 out[i] = (dist, learner.version if learner else 0, True)
         return out
@@ -294,6 +296,7 @@ class PredictorCore:
                 raise PredictorInputError(f"api_calls: duration of {name!r} must be a finite "
                                           "number of seconds ≥ 0")
         learner = learner or self._learner(o.model, create=True)
+        assert learner is not None  # create=True: a learner, or PredictorInputError
         # The prompt is what preceded the first turn: it trains the first turn's length.
         learner.add([Sample(prompt_text(o.prompt_text, o.prompt_token_ids,
                                         self.config.max_prompt_chars),
@@ -391,13 +394,14 @@ class PredictorCore:
                 continue
             try:
                 learner = self._learner(name, create=True)
+                assert learner is not None  # create=True: a learner, or PredictorInputError
                 old, bad = await asyncio.to_thread(
                     parse_history, ms.history, self.embedder.dim if self.embedder else None)
                 self.metrics.counters.corrupt_snapshots += bad
                 if bad:
                     logger.warning("ignored %d corrupt history entries of %r", bad, name)
                 # Persisted first, then what this process learned meanwhile (kept if it overflows).
-                room = learner.history.maxlen - len(learner.history)
+                room = (learner.history.maxlen or 0) - len(learner.history)
                 learner.history.extendleft(reversed(old[max(0, len(old) - room):] if room > 0 else []))
                 learner.observations_total += len(old)
                 learner.version = max(learner.version, ms.version)

@@ -15,7 +15,7 @@ from predictor_service.server import PredictorServer
 @serve.deployment(num_replicas=1, health_check_period_s=5, graceful_shutdown_timeout_s=10,
                   ray_actor_options={"num_cpus": 0})
 class Predictor:
-    async def __init__(self, config: dict[str, Any]) -> None:
+    async def __init__(self, config: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
         import ray
         self._config = PredictorConfig.model_validate(config)
         self._server = await PredictorServer(self._config).start()

@@ -34,7 +34,7 @@ class Embedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = [t[-self._max_chars:] for t in texts]
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        out: np.ndarray = np.empty((len(texts), self.dim), dtype=np.float32)
         missing: dict[str, list[int]] = {}
         with self._lock:
             for i, t in enumerate(texts):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class Snapshot:
 
 def pack_state(state: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **state)
+    np.savez(buf, **state)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     return buf.getvalue()
 
 
@@ -77,7 +78,7 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.connected = False
-        self._redis = None
+        self._redis: Any = None  # redis.asyncio's client (untyped)
 
     async def connect(self) -> bool:
         import redis.asyncio as aioredis

@@ -24,6 +24,7 @@ def train_classifier(prompts: list[str], prompt_tokens: list[int], output_tokens
                for p, n, o in zip(prompts, prompt_tokens, output_tokens)]
     model = BinClassifier(config.model_copy(update={"classifier_checkpoint": None}))
     fitted = model.fit(make_batch(samples, embedder.embed))
+    assert fitted.weights is not None, "fit gives weights"
     save_checkpoint(out, fitted.weights, EMBEDDING_MODEL)
     predicted = np.array([d.point for d in fitted.predict(make_batch(samples, embedder.embed))])
     return {"samples": len(samples), "checkpoint": str(out),

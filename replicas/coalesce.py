@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from replicas.types import TokenDelta
 
@@ -44,7 +44,8 @@ def merge_runs(deltas: list[TokenDelta]) -> list[TokenDelta]:
     return out
 
 
-async def coalesce(source: AsyncIterator[TokenDelta], interval_s: float) -> AsyncIterator[TokenDelta]:
+async def coalesce(source: AsyncIterator[TokenDelta],
+                   interval_s: float) -> AsyncGenerator[TokenDelta, None]:
     if interval_s <= 0:
         async for delta in source:
             yield delta

@@ -277,9 +277,10 @@ class ReplicaCore:
     ),
 )
 class LLMReplica:
-    async def __init__(self, config: dict[str, Any], queue_manager: Any = None,
-                       predictor: Any = None, predictor_client: dict[str, Any] | None = None,
-                       tools: dict[str, Any] | None = None) -> None:
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
+            self, config: dict[str, Any], queue_manager: Any = None, predictor: Any = None,
+            predictor_client: dict[str, Any] | None = None,
+            tools: dict[str, Any] | None = None) -> None:
         cfg = ReplicaConfig.model_validate(config)
         ctx = serve.get_replica_context()
         engine = VLLMEngine(cfg)
@@ -365,7 +366,7 @@ class LLMReplica:
             await self._report_quietly()
 
     async def bench_direct(self, prompt_token_ids: list[int], max_tokens: int,
-                           num_requests: int, concurrency: int) -> list[dict[str, float]]:
+                           num_requests: int, concurrency: int) -> dict[str, Any]:
         """Benchmark helper: run requests straight against this replica's engine
         (no ingress, no queue manager) and return per-request timings."""
         return await run_direct(self._core.engine, prompt_token_ids, max_tokens,

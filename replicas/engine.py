@@ -171,8 +171,9 @@ class VLLMEngine:
             AsyncEngineArgs(**args), stat_loggers=[make_stat_logger_factory(self.stats_sink)])
         self._kv_bytes_per_token = self._compute_kv_bytes_per_token()
         self._process_ids = self._find_process_ids()
-        self.max_model_len = int(self._engine.model_config.max_model_len)
-        self.chunk_tokens = int(self._engine.vllm_config.scheduler_config.max_num_batched_tokens)
+        self.max_model_len: int | None = int(self._engine.model_config.max_model_len)
+        self.chunk_tokens: int | None = int(
+            self._engine.vllm_config.scheduler_config.max_num_batched_tokens)
         logger.info("engine ready: %s", args)
 
     @property

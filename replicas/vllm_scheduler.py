@@ -38,6 +38,8 @@ def outlook_of(request: Any) -> Outlook | None:
 
 
 class AugserveScheduler(Scheduler):
+    #: vLLM's waiting queue, replaced at start by the ranker's RankedQueue (same methods).
+    waiting: Any
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # not `self.policy`: vLLM's preemption reads that (its SchedulingPolicy)
@@ -50,7 +52,7 @@ class AugserveScheduler(Scheduler):
         waiting = self.ranker.new_queue()
         for request in self.waiting:
             waiting.add_request(request)
-        self.waiting = waiting  # type: ignore[assignment]
+        self.waiting = waiting
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()

@@ -278,9 +278,11 @@ class _Side:
 
     def close(self, r: ScriptRequest) -> None: ...
 
-    def step(self) -> StepTrace: ...
+    def step(self) -> StepTrace:
+        raise NotImplementedError
 
-    def idle(self) -> bool: ...
+    def idle(self) -> bool:
+        raise NotImplementedError
 
 
 def _drive(script: Script, side: _Side, probe: Callable[[int, Any], None] | None,

@@ -16,6 +16,7 @@ requests still in flight when the window closes are counted as unfinished (statu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,12 +75,12 @@ class SimFleet:
         for replica in self.replicas.values():
             self._report(replica)
             period = self._stats_period_s[replica.setup.deployment]
-            self._every(period, Phase.REPORT, lambda r=replica: self._report(r))
+            self._every(period, Phase.REPORT, functools.partial(self._report, replica))
         self._every(self.app.queue.tick_s, Phase.TICK, self._tick)
         self._arrivals_left = len(workload.requests)
         for w in workload.requests:
             at = START_S + float(w.arrival_s or 0.0)
-            self.loop.at(at, Phase.ARRIVAL, lambda w=w: self._arrive(w, model))
+            self.loop.at(at, Phase.ARRIVAL, functools.partial(self._arrive, w, model))
         if window_s is not None:
             self.loop.at(START_S + window_s, Phase.END, self.loop.stop)
         self.loop.run()

@@ -54,6 +54,7 @@ class BinClassifier(LengthModel):
         self.weights = weights
 
     def fit(self, batch: Batch) -> BinClassifier:
+        assert batch.lengths is not None, "a training batch has lengths"
         labels = np.array([bin_of(n) for n in batch.lengths])
         steps = STEPS if self.weights is None else STEPS_WARM
         return BinClassifier(self.config, train_softmax(embedding_design(batch), labels,

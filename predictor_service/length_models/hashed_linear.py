@@ -20,6 +20,7 @@ class HashedLinear(LengthModel):
         self.regressor = regressor
 
     def fit(self, batch: Batch) -> HashedLinear:
+        assert batch.lengths is not None, "a training batch has lengths"
         x = hashed_ngrams(batch.texts, batch.prompt_tokens, HASH_DIM)
         warm = self.regressor.weights if self.regressor else None
         return HashedLinear(self.config, LogRegressor.fit(x, batch.lengths, L2, warm))

@@ -35,7 +35,8 @@ class EmbeddingKnn(LengthModel):
                             LogRegressor.fit(embedding_design(batch), lengths, L2, warm))
 
     def predict(self, batch: Batch):
-        assert self.keys is not None, "fit first"
+        assert self.keys is not None and self.lengths is not None and self.regressor is not None, (
+            "fit first")
         cfg = self.config
         sims = np.asarray(batch.embeddings, dtype=np.float32) @ self.keys.T
         k = min(cfg.knn_k, sims.shape[1])

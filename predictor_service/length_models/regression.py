@@ -28,7 +28,7 @@ class LogRegressor:
                             format="csr")
         rhs = np.concatenate([y - x @ w0, -damp * w0])
         w = w0 + lsqr(aug, rhs, atol=1e-6, btol=1e-6, iter_lim=500)[0]
-        return cls(w, np.quantile(y - x @ w, LEVELS))
+        return cls(w, np.asarray(np.quantile(y - x @ w, LEVELS)))
 
     def predict(self, x: np.ndarray | sparse.spmatrix) -> list[LengthDistribution]:
         """Each row's distribution: expm1(mean + residual quantiles), equally weighted

@@ -14,6 +14,7 @@ to a request's KV cache at each API call.  One small class per policy behind
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from replicas.policy.profile import ReplicaProfile
@@ -147,7 +148,7 @@ class Lamps(ReplicaPolicy):
         return memory_over_time(o, prof, load, self.waste)
 
 
-_REGISTRY = {
+_REGISTRY: dict[str, Callable[[], ReplicaPolicy]] = {
     "fcfs": Fcfs,
     "infercept": Infercept,
     "infercept-oracle": lambda: Infercept(oracle=True),

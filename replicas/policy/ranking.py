@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Container, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from augserve_common.priors import DEFAULT_A_MS_PER_TOKEN, DEFAULT_C_MS
 from replicas.policy.policies import Outlook, ReplicaPolicy, make_policy
@@ -32,7 +32,20 @@ from replicas.policy.starvation import RankKey, StarvationGuard
 from replicas.policy.waiting import RankedQueue
 from replicas.policy.waste import BatchLoad
 
-R = TypeVar("R")
+class Rankable(Protocol):
+    """What the ranker reads of a request (vLLM's ``Request``, the simulator's, a test's)."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def arrival_time(self) -> float: ...
+
+
+R = TypeVar("R", bound=Rankable)
 
 #: Defaults of the replica's ``scheduling`` config (``replicas.config.SchedulingConfig``
 #: reads them from here; the engine's scheduler starts with them until configured).
