@@ -101,18 +101,24 @@ class Dispatcher:
 
     def _reconcile(self, state: ReplicaState, now: float) -> None:
         """Release requests the replica has not been serving for ``lost_grace_s`` (a lost
-        completion notice, or a client that left before its stream started)."""
+        completion notice, or a client that left before its stream started).  The grace
+        counts from the last report that listed the request, so that a request which just
+        ended on the replica is released by its caller, with its outcome, not as lost."""
         active = set(state.stats.active_request_ids)
         while self._recent_done and now - self._recent_done[0][0] > self.config.lost_grace_s:
             self._recent_done_ids.discard(self._recent_done.popleft()[1])
         state.num_unknown_active = len(active - state.in_flight.keys() - self._recent_done_ids)
-        lost = [rid for rid, t in state.in_flight.items()
-                if rid not in active and now - t > self.config.lost_grace_s
-                and not self._evicting(rid, now - t)]
-        for rid in lost:
+        self.ledger.seen(state.replica_id, active, now)
+        lost = []
+        for rid in state.in_flight:
+            d = self.ledger.get(rid)
+            if (d is not None and rid not in active and now - d.seen_s > self.config.lost_grace_s
+                    and not self._evicting(rid, now - d.since_s)):
+                lost.append(d)
+        for d in lost:
             logger.warning("request %s: not active on replica %s for %.0fs; released",
-                           rid, state.replica_id, now - state.in_flight[rid])
-            self.complete(rid, None)  # its outcome is the ingress's to report
+                           d.request.request_id, state.replica_id, now - d.seen_s)
+            self.complete(d.request.request_id, None)  # its outcome is the ingress's
 
     def _evicting(self, request_id: str, age_s: float) -> bool:
         """An evicted request waits for its caller's retry (not "lost"), for a while."""

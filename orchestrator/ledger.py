@@ -18,7 +18,13 @@ _EMPTY: Mapping[str, float] = {}
 class Dispatch:
     request: QueuedRequest
     replica_id: str
+    #: When it was dispatched there.
     since_s: float
+    #: When its replica last reported serving it (the dispatch time until it does).
+    seen_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.seen_s = max(self.seen_s, self.since_s)
 
 
 class InFlightLedger:
@@ -43,6 +49,12 @@ class InFlightLedger:
             if not held:
                 del self._by_replica[d.replica_id]
         return d
+
+    def seen(self, replica_id: str, active: set[str], now_s: float) -> None:
+        """The replica reported serving ``active``: their last-seen time is now."""
+        for rid in self._by_replica.get(replica_id, _EMPTY):
+            if rid in active:
+                self._by_id[rid].seen_s = now_s
 
     def drop_replica(self, replica_id: str) -> list[str]:
         """Forget every dispatch to a replica (it was removed); their ids, sorted."""

@@ -205,3 +205,24 @@ def test_a_recovered_request_retried_before_its_replica_reports_frees_its_room()
     d.admit(req(1))
     assert [a.request_id for a in d.dispatch()] == ["r1"]
     assert "r0" not in d.ledger and list(d.ledger.on("a")) == ["r1"]
+
+
+def test_the_lost_grace_counts_from_the_last_report_that_listed_the_request():
+    """A request that ran for a while and just ended on its replica is not "lost" at the
+    replica's next report: its caller's release (with the outcome) comes first."""
+    d, clock = make("fifo", lost_grace_s=5)
+    d.report(stats("a", seqs=1))
+    d.admit(req(0))
+    assert [a.request_id for a in d.dispatch()] == ["r0"]
+    for _ in range(10):  # it runs 10 s, listed by every report
+        clock.advance(1)
+        d.report(stats("a", seqs=1, active=("r0",)))
+    clock.advance(1)
+    d.report(stats("a", seqs=1))  # gone from the replica (its client went away)
+    assert "r0" in d.ledger  # not released as lost: 1 s since it was last seen
+    assert d.cancel("r0") and d.outcomes[Outcome.CANCELLED] == 1
+    d.admit(req(1))
+    assert [a.request_id for a in d.dispatch()] == ["r1"]
+    clock.advance(6)
+    d.report(stats("a", seqs=1))  # r1 never listed: lost once the grace has passed
+    assert "r1" not in d.ledger and d.outcomes[Outcome.CANCELLED] == 1
