@@ -360,22 +360,17 @@ class WaitEstimator:
         groups: dict[tuple[str, str], list[float]] = {}
         z, sqrt, heapreplace = self.z, math.sqrt, heapq.heapreplace
         misses = 0
-        prev: dict[str, tuple[float, float]] = {}
         for request in ordered:
             model = request.model
             entry = per_model.get(model)
             if entry is None:
                 curve = curves[model] = _Curve()
                 entry = per_model[model] = (curve, free.get(model) or None)
-                prev[model] = (0.0, 0.0)
             curve, heap = entry
             tokens, var = request.predicted_tokens, request.predicted_var_tokens
-            prev_t, prev_v = prev[model]
-            prev_t, prev_v = prev_t + tokens, prev_v + var
-            prev[model] = (prev_t, prev_v)
             curve.keys.append(key(request))
-            curve.cum_tokens.append(prev_t)
-            curve.cum_var.append(prev_v)
+            curve.cum_tokens.append((curve.cum_tokens[-1] if curve.cum_tokens else 0.0) + tokens)
+            curve.cum_var.append((curve.cum_var[-1] if curve.cum_var else 0.0) + var)
             group = request.group
             g = groups.get(group)
             if g is None:

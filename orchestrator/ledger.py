@@ -6,7 +6,7 @@ registered."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from orchestrator.queue_policy import QueuedRequest
@@ -21,10 +21,7 @@ class Dispatch:
     #: When it was dispatched there.
     since_s: float
     #: When its replica last reported serving it (the dispatch time until it does).
-    seen_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.seen_s = max(self.seen_s, self.since_s)
+    seen_s: float
 
 
 class InFlightLedger:
@@ -37,7 +34,7 @@ class InFlightLedger:
     def add(self, request: QueuedRequest, replica_id: str, since_s: float) -> None:
         rid = request.request_id
         assert rid not in self._by_id, rid
-        self._by_id[rid] = Dispatch(request, replica_id, since_s)
+        self._by_id[rid] = Dispatch(request, replica_id, since_s, since_s)
         self._by_replica.setdefault(replica_id, {})[rid] = since_s
 
     def pop(self, request_id: str) -> Dispatch | None:
@@ -84,6 +81,3 @@ class InFlightLedger:
 
     def __len__(self) -> int:
         return len(self._by_id)
-
-    def __iter__(self) -> Iterator[Dispatch]:
-        return iter(list(self._by_id.values()))

@@ -80,7 +80,7 @@ class ReplicaRegistry:
         return replica_id in self._states
 
     def __iter__(self) -> Iterator[ReplicaState]:
-        return iter(list(self._states.values()))
+        return iter(self._states.values())  # dispatch walks it on every call: no copy
 
     def __len__(self) -> int:
         return len(self._states)

@@ -183,13 +183,12 @@ class ReplicaCore:
         deltas = coalesce(source, interval_s)
         first = True
         try:
+            # the first delta always comes from here (the stream ends in it if it has none)
             async for delta in self._until_started(request.request_id, deltas):
                 if first:
                     delta, first = dataclasses.replace(delta, served_by=self.replica_id), False
                 yield delta
             async for delta in deltas:
-                if first:
-                    delta, first = dataclasses.replace(delta, served_by=self.replica_id), False
                 yield delta
         finally:
             self.active.discard(request.request_id)

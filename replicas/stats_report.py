@@ -8,10 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from replicas.policy import ReplicaProfile
+from replicas.policy import ReplicaProfile, Strategy
 from replicas.types import ReplicaLimits, ReplicaStats, SpeedProfile
-
-STRATEGY_NAMES = ("preserve", "discard", "swap")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +56,8 @@ class ReplicaReportInputs:
 
 def policy_extra(counters: PolicyCounters, profile: ReplicaProfile) -> dict[str, float]:
     """The policy's counters and the profile it believes, under the report's keys."""
-    out = {f"calls_{k}": float(counters.calls_by_strategy.get(k, 0)) for k in STRATEGY_NAMES}
+    out = {f"calls_{s.value}": float(counters.calls_by_strategy.get(s.value, 0))
+           for s in Strategy}
     out.update({
         "num_preserved_paused": float(counters.num_preserved_paused),
         "num_demotions": float(counters.num_demotions),

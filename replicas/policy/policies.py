@@ -68,10 +68,7 @@ def memory_over_time(o: Outlook, prof: ReplicaProfile, load: BatchLoad,
     total = generation_memory(o.context_tokens, o.output_tokens, step_s)
     if o.api_s is not None:
         pause = Pause(int(o.context_tokens + o.output_tokens), o.api_s)
-        strategy, least = waste.least(pause, prof, load)
-        # all infinite: the score is DISCARD's waste, as it always was
-        total += least if strategy is not Strategy.DISCARD or math.isfinite(least) else (
-            waste.waste(strategy, pause, prof, load))
+        total += waste.least(pause, prof, load)[1]
         after_context = pause.context_tokens + o.api_tokens
         total += generation_memory(after_context, o.after_tokens, step_s)
     return total

@@ -81,14 +81,17 @@ class WasteModel:
     def least(self, p: Pause, prof: ReplicaProfile, load: BatchLoad,
               allowed: frozenset[Strategy] = frozenset(TIE_ORDER)) -> tuple[Strategy, float]:
         """The strategy of least waste among ``allowed`` (ties in :data:`TIE_ORDER`) and
-        its waste (inf when every allowed one is)."""
-        best, best_w = Strategy.DISCARD, math.inf
+        its waste; discard, with its own waste, when none is finite."""
+        best: Strategy | None = None
+        best_w = math.inf
         for s in TIE_ORDER:
             if s not in allowed:
                 continue
             w = self.waste(s, p, prof, load)
             if w < best_w:
                 best, best_w = s, w
+        if best is None:
+            return Strategy.DISCARD, self.waste(Strategy.DISCARD, p, prof, load)
         return best, best_w
 
     def choose(self, p: Pause, prof: ReplicaProfile, load: BatchLoad,
