@@ -20,9 +20,15 @@ import time
 from orchestrator.config import QueueConfig
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.errors import SLOUnattainableError
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.queued import QueuedRequest
 from predictor_service.types import Prediction
-from replicas.types import ReplicaLimits, ReplicaStats, SLOSpec, SpeedProfile
+from replicas.types import (
+    ReplicaLimits,
+    ReplicaStats,
+    RequestHeader,
+    SLOSpec,
+    SpeedProfile,
+)
 
 CLASSES = (("interactive", 2_000, 20_000), ("standard", 10_000, 120_000), ("batch", None, 3_600_000))
 
@@ -41,10 +47,9 @@ class Clock:
 def _request(i: int, rng: random.Random, clock: Clock) -> QueuedRequest:
     name, ttft, e2e = CLASSES[rng.randrange(3)]
     tokens = rng.lognormvariate(4.5, 0.8)
-    return QueuedRequest(request_id=f"q{i}", model="m", num_prompt_tokens=rng.randint(20, 2000),
-                         max_tokens=2048, slo=SLOSpec(class_name=name, ttft_ms=ttft, e2e_ms=e2e),
-                         prediction=Prediction(tokens, tokens, tokens * 1.8),
-                         arrival_s=clock.now_s)
+    header = RequestHeader(f"q{i}", "m", slo=SLOSpec(class_name=name, ttft_ms=ttft, e2e_ms=e2e),
+                           arrival_s=clock.now_s, prediction=Prediction(tokens, tokens, tokens * 1.8))
+    return QueuedRequest(header, num_prompt_tokens=rng.randint(20, 2000), max_tokens=2048)
 
 
 def _stats(rid: str, seqs: int, tps: float, active: tuple[str, ...]) -> ReplicaStats:

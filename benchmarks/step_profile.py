@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from replicas.policy.profile import StepRecord
-from replicas.types import ReplicaRequest, SamplingSpec
+from replicas.types import ReplicaRequest, RequestHeader, SamplingSpec
 
 CONCURRENCY = (1, 2, 4, 8, 16, 32)
 
@@ -33,7 +33,7 @@ async def _client(engine, rng: random.Random, model: str, stop_at: float, n: lis
     while time.monotonic() < stop_at:
         n[0] += 1
         prompt = [100 + rng.randrange(800) for _ in range(rng.randint(16, 1024))]
-        req = ReplicaRequest(f"step-profile-{n[0]}", model, prompt,
+        req = ReplicaRequest(RequestHeader(f"step-profile-{n[0]}", model), prompt,
                              SamplingSpec(max_tokens=rng.randint(8, 128), ignore_eos=True))
         async for _ in engine.generate(req):
             pass

@@ -29,6 +29,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from orchestrator.config import QueueConfig, SLOClass, default_slo_classes
@@ -41,13 +42,14 @@ from orchestrator.errors import (
 from orchestrator.estimator import WaitEstimator
 from orchestrator.eviction import choose_evictions
 from orchestrator.fleet import Assignment, ReplicaState
-from orchestrator.ledger import InFlightLedger
-from orchestrator.registry import ReplicaRegistry
 from orchestrator.journal import Dispatched, Finished, JournalEvent, Requeued
+from orchestrator.ledger import InFlightLedger
 from orchestrator.outcomes import Outcome
 from orchestrator.placement import PlacementPolicy, make_placement_policy
 from orchestrator.qlm import Planner, make_planner
-from orchestrator.queue_policy import QueuedRequest, QueuePolicy, make_queue_policy
+from orchestrator.queue_policy import QueuePolicy, make_queue_policy
+from orchestrator.queued import QueuedRequest
+from orchestrator.registry import ReplicaRegistry
 from replicas.types import ReplicaStats, SLOSpec
 
 logger = logging.getLogger(__name__)
@@ -153,12 +155,14 @@ class Dispatcher:
             raise DuplicateRequestError(
                 f"request id {request.request_id!r} is already in progress", param="X-Request-Id")
         now = self._clock()
-        if request.arrival_s is None:
-            request.arrival_s = now
+        arrival_s = request.arrival_s
+        if arrival_s is None:
+            arrival_s = now
+            request.header = replace(request.header, arrival_s=now)
         if request.slo is None and self.config.default_slo_class is not None:
             c = self.slo_classes[self.config.default_slo_class]
-            request.slo = SLOSpec(class_name=self.config.default_slo_class,
-                                  ttft_ms=c.ttft_ms, e2e_ms=c.e2e_ms)
+            request.header = replace(request.header, slo=SLOSpec(
+                class_name=self.config.default_slo_class, ttft_ms=c.ttft_ms, e2e_ms=c.e2e_ms))
         replicas = self.healthy_replicas(request.model)
         if not replicas:
             self.outcomes[Outcome.REJECTED_NO_REPLICA] += 1
@@ -175,9 +179,9 @@ class Dispatcher:
         best_ttft, best_end = min(self.estimator.service_s(request, v) for v in views)
         slo = request.slo
         if slo is not None and slo.ttft_ms is not None:
-            request.deadline_s = request.arrival_s + slo.ttft_ms / 1000.0
+            request.deadline_s = arrival_s + slo.ttft_ms / 1000.0
         elif slo is not None and slo.e2e_ms is not None:
-            request.deadline_s = request.arrival_s + slo.e2e_ms / 1000.0 - (best_end - best_ttft)
+            request.deadline_s = arrival_s + slo.e2e_ms / 1000.0 - (best_end - best_ttft)
         request.seq = next(self._seq) + 1
         request.enqueued_s = now
         wait = self.estimator.admission_wait_s(request, self._policy.key(request), views)
@@ -185,9 +189,9 @@ class Dispatcher:
         if slo is None or request.evicted:
             return
         misses = ((slo.ttft_ms is not None
-                   and now + wait + best_ttft > request.arrival_s + slo.ttft_ms / 1000.0)
+                   and now + wait + best_ttft > arrival_s + slo.ttft_ms / 1000.0)
                   or (slo.e2e_ms is not None
-                      and now + wait + best_end > request.arrival_s + slo.e2e_ms / 1000.0))
+                      and now + wait + best_end > arrival_s + slo.e2e_ms / 1000.0))
         if not misses:
             return
         cls = self.slo_classes.get(slo.class_name or "")

@@ -36,8 +36,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from augserve_common.priors import DEFAULT_A_MS_PER_TOKEN, DEFAULT_C_MS, FALLBACK_OUTPUT_TOKENS
-from orchestrator.queue_policy import QueuedRequest
+from augserve_common.priors import (
+    DEFAULT_A_MS_PER_TOKEN,
+    DEFAULT_C_MS,
+    FALLBACK_OUTPUT_TOKENS,
+)
+from orchestrator.queued import QueuedRequest
 from replicas.types import SpeedProfile
 
 Z_P90 = 1.2816

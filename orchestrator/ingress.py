@@ -19,16 +19,26 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
 from orchestrator.config import AppConfig
-from orchestrator.errors import (AugserveError, InternalError, InvalidRequestError,
-                                 ModelNotFoundError, NotFoundError, PayloadTooLargeError,
-                                 QueueUnavailableError)
+from orchestrator.errors import (
+    AugserveError,
+    InternalError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotFoundError,
+    PayloadTooLargeError,
+    QueueUnavailableError,
+)
 from orchestrator.metrics import IngressMetrics
 from orchestrator.models import ServedModel
 from orchestrator.openai_format import DONE, ResponseShape, finish_reason_of, sse, usage
 from orchestrator.outcomes import Outcome
 from orchestrator.prediction import length_query, make_client, observation
-from orchestrator.protocol import ChatCompletionRequest, CompletionRequest, parse_request
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    parse_request,
+)
+from orchestrator.queued import QueuedRequest
 from orchestrator.request_builder import build_request, chat_prompt, completion_prompt
 from orchestrator.streaming import RequestRun
 from replicas.router import TARGET_KWARG

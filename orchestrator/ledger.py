@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.queued import QueuedRequest
 
 _EMPTY: Mapping[str, float] = {}
 

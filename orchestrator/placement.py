@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from orchestrator.fleet import ReplicaState
-    from orchestrator.queue_policy import QueuedRequest
+    from orchestrator.queued import QueuedRequest
 
 
 class PlacementPolicy(ABC):

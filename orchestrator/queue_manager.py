@@ -19,15 +19,26 @@ from ray import serve
 
 from orchestrator.config import QueueConfig, SLOClass
 from orchestrator.dispatcher import Assignment, Dispatcher
-from orchestrator.errors import (AugserveError, DeadlineExceededError, DuplicateRequestError,
-                                 DurabilityUnavailableError, QueueTimeoutError,
-                                 QueueUnavailableError)
+from orchestrator.errors import (
+    AugserveError,
+    DeadlineExceededError,
+    DuplicateRequestError,
+    DurabilityUnavailableError,
+    QueueTimeoutError,
+    QueueUnavailableError,
+)
 from orchestrator.journal import Dispatched, Finished
 from orchestrator.metrics import QueueMetrics
 from orchestrator.outcomes import Outcome
-from orchestrator.queue_policy import QueuedRequest
-from orchestrator.store import (MemoryStore, QueueStore, RateLimitedLog,
-                                RequestAlreadyFinishedError, StoreUnavailableError, make_store)
+from orchestrator.queued import QueuedRequest
+from orchestrator.store import (
+    MemoryStore,
+    QueueStore,
+    RateLimitedLog,
+    RequestAlreadyFinishedError,
+    StoreUnavailableError,
+    make_store,
+)
 from replicas.types import ReplicaStats
 
 logger = logging.getLogger("ray.serve")

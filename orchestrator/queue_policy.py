@@ -19,74 +19,12 @@ Each policy defines its order in one place, :meth:`QueuePolicy.key`:
 from __future__ import annotations
 
 import heapq
-import math
 from abc import ABC
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, get_args
 
 from augserve_common.names import QueuePolicyName
-from predictor_service.types import Prediction
-from replicas.types import SLOSpec
-
-#: The group of requests that gave explicit targets rather than a class name.
-CUSTOM_SLO_GROUP = "custom"
-NO_SLO_GROUP = "none"
-
-
-@dataclass(eq=False, slots=True)
-class QueuedRequest:
-    """A request waiting in the global queue (no prompt tokens: the queue is control plane)."""
-
-    request_id: str
-    model: str
-    num_prompt_tokens: int
-    max_tokens: int
-    priority: int = 0
-    slo: SLOSpec | None = None
-    session_id: str | None = None
-    #: The predictor's estimate at arrival (None when the predictor is disabled).
-    prediction: Prediction | None = None
-    #: Wall-clock time (unix s) the ingress received it; deadlines count from here, so
-    #: they survive re-queueing and a restart of the queue manager.
-    arrival_s: float | None = None
-    #: Generation turns of an augmented request (1 for a plain one) and their predicted
-    #: API time: the estimator's service time.
-    num_turns: int = 1
-    api_time_s: float = 0.0
-    #: Set by the dispatcher at admission.
-    enqueued_s: float = 0.0
-    seq: int = 0
-    deadline_s: float = math.inf
-    predicted_tokens: float = 0.0
-    predicted_var_tokens: float = 0.0
-    #: Admitted although the estimate said its SLO would be missed (class rule best_effort).
-    best_effort: bool = False
-    #: Set by a QLM pass: the estimate says it misses its deadline even if served next.
-    late: bool = False
-    #: Handed back by the replica it was assigned to (eviction; once per request).
-    evicted: bool = False
-    #: A replica not to place it on again (it failed or evicted it there), while another
-    #: healthy one serves its model.
-    avoid_replica: str | None = None
-    #: The estimator's waiting time at admission (scored against the real wait).
-    est_wait_s: float | None = None
-    #: Where a request recovered from the store was dispatched before the restart (the
-    #: replica may not have reported yet).
-    recovered_deployment: str = ""
-    recovered_gpu_class: str = ""
-
-    @property
-    def slo_class(self) -> str:
-        if self.slo is None:
-            return NO_SLO_GROUP
-        return self.slo.class_name or CUSTOM_SLO_GROUP
-
-    @property
-    def group(self) -> tuple[str, str]:
-        """The request group: (model, SLO class)."""
-        return (self.model, self.slo_class)
-
+from orchestrator.queued import QueuedRequest
 
 _Entry = tuple[tuple, int, QueuedRequest]
 

@@ -10,8 +10,8 @@ from orchestrator.config import AppConfig
 from orchestrator.errors import InvalidRequestError
 from orchestrator.models import ServedModel
 from orchestrator.protocol import ChatCompletionRequest, CompletionRequest, SLOTarget
-from orchestrator.queue_policy import QueuedRequest
-from replicas.types import AugTurn, ReplicaRequest, SamplingSpec, SLOSpec
+from orchestrator.queued import QueuedRequest
+from replicas.types import AugTurn, ReplicaRequest, RequestHeader, SamplingSpec, SLOSpec
 
 
 @dataclass
@@ -182,12 +182,10 @@ def _build(req: CompletionRequest | ChatCompletionRequest, prompt_ids: list[int]
         logit_bias=bias, presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty, repetition_penalty=req.repetition_penalty,
         skip_special_tokens=req.skip_special_tokens)
-    queued = QueuedRequest(request_id=request_id, model=model.name,
-                           num_prompt_tokens=len(prompt_ids), max_tokens=max_tokens,
-                           priority=req.priority, slo=slo, session_id=req.session_id,
-                           arrival_s=time.time(), num_turns=len(turns) if turns else 1)
-    replica = ReplicaRequest(request_id=request_id, model=model.name, prompt_token_ids=prompt_ids,
-                             sampling=sampling, priority=req.priority, slo=slo,
-                             session_id=req.session_id, arrival_time_s=time.time(),
-                             augmentation=turns, tool_names=server_tools(req, config, turns))
+    header = RequestHeader(request_id=request_id, model=model.name, priority=req.priority,
+                           slo=slo, session_id=req.session_id, arrival_s=time.time())
+    queued = QueuedRequest(header, num_prompt_tokens=len(prompt_ids), max_tokens=max_tokens,
+                           num_turns=len(turns) if turns else 1)
+    replica = ReplicaRequest(header, prompt_ids, sampling, augmentation=turns,
+                             tool_names=server_tools(req, config, turns))
     return BuiltRequest(queued, replica)

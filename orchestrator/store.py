@@ -32,7 +32,7 @@ from pydantic import Field
 
 from augserve_common.redis_url import RedisUrlSource
 from augserve_common.strict import StrictModel
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.queued import QueuedRequest
 
 logger = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from augserve_common.redis_url import redacted
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.queued import QueuedRequest
 from orchestrator.store import (
     RECORD_STATES,
     QueueStore,

@@ -10,15 +10,19 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.dispatcher import Assignment
-from orchestrator.errors import (AugserveError, InvalidRequestError, ReplicaFailedError,
-                               ToolCallFailedError)
+from orchestrator.errors import (
+    AugserveError,
+    InvalidRequestError,
+    ReplicaFailedError,
+    ToolCallFailedError,
+)
 from orchestrator.outcomes import Outcome
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.queued import QueuedRequest
 from predictor_service.types import Prediction
 from replicas.engine import EngineRequestError
 from replicas.tools import ToolError
@@ -70,9 +74,10 @@ class RequestRun:
         self.trace = RequestTrace(num_prompt_tokens=len(replica_request.prompt_token_ids))
 
     def attach_prediction(self, prediction: Prediction) -> None:
-        """The prediction travels with the queue entry and the replica request."""
-        self.queued.prediction = prediction
-        self.request = dataclasses.replace(self.request, prediction=prediction)
+        """The prediction travels in the header both views share."""
+        header = dataclasses.replace(self.request.header, prediction=prediction)
+        self.queued.header = header
+        self.request = dataclasses.replace(self.request, header=header)
 
     async def admit(self, retry: bool = False) -> Assignment:
         """Wait for an assignment (typed rejection errors propagate to the caller)."""

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from replicas.types import ReplicaRequest, SamplingSpec
+from replicas.types import ReplicaRequest, RequestHeader, SamplingSpec
 
 
 async def run_direct(engine: Any, prompt_token_ids: list[int], max_tokens: int,
@@ -20,7 +20,8 @@ async def run_direct(engine: Any, prompt_token_ids: list[int], max_tokens: int,
 
     async def one() -> None:
         async with sem:
-            req = ReplicaRequest(f"direct-{uuid.uuid4().hex}", "bench", list(prompt_token_ids),
+            req = ReplicaRequest(RequestHeader(f"direct-{uuid.uuid4().hex}", "bench"),
+                                 list(prompt_token_ids),
                                  sampling)
             t0 = time.perf_counter()
             first, tokens = None, 0

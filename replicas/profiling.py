@@ -13,7 +13,7 @@ import uuid
 from replicas.config import ProfilingConfig
 from replicas.engine import ReplicaEngine
 from replicas.policy import ReplicaProfile, profile_from_points
-from replicas.types import ReplicaRequest, SamplingSpec
+from replicas.types import ReplicaRequest, RequestHeader, SamplingSpec
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ async def profile_engine(engine: ReplicaEngine, cfg: ProfilingConfig, model: str
         for _ in range(cfg.repeats):
             # Fresh random tokens: the prefix cache must not serve them.
             ids = [rng.randrange(100, 356) for _ in range(n)]
-            req = ReplicaRequest(f"profile-{uuid.uuid4().hex[:8]}", model, ids,
+            req = ReplicaRequest(RequestHeader(f"profile-{uuid.uuid4().hex[:8]}", model), ids,
                                  SamplingSpec(max_tokens=1, ignore_eos=True))
             async for _ in engine.generate(req):
                 pass

@@ -226,8 +226,10 @@ class Flow:
         if self.plan.may_preserve and not sampling.stop:  # sessions refuse stop strings
             self.session = r.engine.open_session(rid, self.request.priority)
             return self.session.turn(self.history, sampling, extra), False
-        sub = dataclasses.replace(self.request, request_id=rid, prompt_token_ids=list(self.history),
-                                  sampling=sampling, augmentation=None, tool_names=())
+        sub = dataclasses.replace(
+            self.request, header=dataclasses.replace(self.request.header, request_id=rid),
+            prompt_token_ids=list(self.history), sampling=sampling, augmentation=None,
+            tool_names=())
         return r.engine.generate(sub, extra), False
 
     async def turn(self, index: int, sampling: SamplingSpec,

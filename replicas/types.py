@@ -50,23 +50,60 @@ class AugTurn:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplicaRequest:
-    """One generation as the replica sees it: tokens in, token deltas out."""
+class RequestHeader:
+    """What every part knows of one request, stamped once by the ingress and shared by its
+    two views: the queue's :class:`~orchestrator.queued.QueuedRequest` (sizes, no tokens)
+    and the replica's :class:`ReplicaRequest` (tokens and sampling)."""
 
     request_id: str
     model: str
-    prompt_token_ids: list[int]
-    sampling: SamplingSpec
     priority: int = 0
     slo: SLOSpec | None = None
     session_id: str | None = None
-    arrival_time_s: float = 0.0
-    augmentation: tuple[AugTurn, ...] | None = None
+    #: Wall-clock time (unix s) the ingress received it; deadlines count from here, so
+    #: they survive re-queueing and a restart of the queue manager (None: not stamped
+    #: yet; the queue manager stamps it at admission).
+    arrival_s: float | None = None
     #: The predictor's estimate at arrival (None when the predictor is disabled).
     prediction: Prediction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRequest:
+    """One generation as the replica sees it: the request's header, tokens in, token
+    deltas out."""
+
+    header: RequestHeader
+    prompt_token_ids: list[int]
+    sampling: SamplingSpec
+    augmentation: tuple[AugTurn, ...] | None = None
     #: Registered server-side tools the request offers: the replica stops a turn on
     #: ``</tool_call>``, runs the parsed calls and resumes (empty: no server-side tools).
     tool_names: tuple[str, ...] = ()
+
+    @property
+    def request_id(self) -> str:
+        return self.header.request_id
+
+    @property
+    def model(self) -> str:
+        return self.header.model
+
+    @property
+    def priority(self) -> int:
+        return self.header.priority
+
+    @property
+    def slo(self) -> SLOSpec | None:
+        return self.header.slo
+
+    @property
+    def session_id(self) -> str | None:
+        return self.header.session_id
+
+    @property
+    def prediction(self) -> Prediction | None:
+        return self.header.prediction
 
 
 @dataclass(frozen=True, slots=True)

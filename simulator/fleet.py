@@ -27,8 +27,8 @@ from orchestrator.dispatcher import Dispatcher
 from orchestrator.errors import AugserveError
 from orchestrator.outcomes import Outcome
 from orchestrator.qlm import QlmPlanner
-from orchestrator.queue_policy import QueuedRequest
-from replicas.types import AugTurn, SLOSpec
+from orchestrator.queued import QueuedRequest
+from replicas.types import AugTurn, RequestHeader, SLOSpec
 from simulator.events import EventLoop, Phase
 from simulator.predictions import Predictions
 from simulator.replica import ReplicaSetup, SimCall, SimReplica
@@ -115,9 +115,9 @@ class SimFleet:
         self.records.append(record)
         prediction = (self.predictions.at_arrival(model, prompt, turns, max_tokens)
                       if self.app.predictor.enabled else None)
-        queued = QueuedRequest(request_id=w.request_id, model=model,
-                               num_prompt_tokens=len(prompt), max_tokens=max_tokens,
-                               slo=self._slo(w.slo), prediction=prediction, arrival_s=now,
+        header = RequestHeader(w.request_id, model, slo=self._slo(w.slo), arrival_s=now,
+                               prediction=prediction)
+        queued = QueuedRequest(header, num_prompt_tokens=len(prompt), max_tokens=max_tokens,
                                num_turns=len(turns))
         p = _Pending(w, queued, record, turns, prompt)
         self.pending[w.request_id] = p

@@ -17,7 +17,8 @@ from replicas.engine import VLLMEngine
 from replicas.scheduler_ops import Configure, SchedulerState
 from replicas.tool_calls import ToolCallParser
 from replicas.tools import ToolExecutor, ToolFailedError, parse_tools
-from replicas.types import AugTurn, ReplicaRequest, SamplingSpec
+from replicas.types import AugTurn, ReplicaRequest, RequestHeader, SamplingSpec
+
 
 def _config(**scheduling) -> ReplicaConfig:
     return ReplicaConfig.model_validate({
@@ -67,12 +68,14 @@ async def harness():
 
 def _plain(rid: str, max_tokens: int, predicted: float, prompt_len: int = 24) -> ReplicaRequest:
     pred = Prediction(predicted, predicted, predicted)
-    return ReplicaRequest(rid, "tiny-llama", [100 + (i * 7 + len(rid)) % 200 for i in range(prompt_len)],
-                          SamplingSpec(max_tokens=max_tokens, ignore_eos=True), prediction=pred)
+    return ReplicaRequest(RequestHeader(rid, "tiny-llama", prediction=pred),
+                          [100 + (i * 7 + len(rid)) % 200 for i in range(prompt_len)],
+                          SamplingSpec(max_tokens=max_tokens, ignore_eos=True))
 
 
 def _augmented(rid: str, turns: list[AugTurn], prompt_len: int = 200) -> ReplicaRequest:
-    return ReplicaRequest(rid, "tiny-llama", [100 + (i * 13 + len(rid)) % 250 for i in range(prompt_len)],
+    return ReplicaRequest(RequestHeader(rid, "tiny-llama"),
+                          [100 + (i * 13 + len(rid)) % 250 for i in range(prompt_len)],
                           SamplingSpec(max_tokens=sum(t.generate_tokens for t in turns)),
                           augmentation=tuple(turns))
 
@@ -302,7 +305,7 @@ async def test_a_tool_call_the_model_writes_is_run_and_generation_resumes(harnes
         prompt = core._tokenize("<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>"
                                 'assistant\n<tool_call>\n{"name": "weather", "arguments": '
                                 '{"city": "Paris"}}\n')
-        req = ReplicaRequest("tc", "tiny-llama", prompt,
+        req = ReplicaRequest(RequestHeader("tc", "tiny-llama"), prompt,
                              SamplingSpec(max_tokens=6, logit_bias={end_id: 100.0}),
                              tool_names=("weather",))
         before = len(calls)

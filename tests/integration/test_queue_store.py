@@ -15,9 +15,14 @@ from pathlib import Path
 import pytest
 
 from benchmarks.client_capacity import free_port
-from orchestrator.queue_policy import QueuedRequest
-from orchestrator.store import RequestAlreadyFinishedError, StoreConfig, StoreUnavailableError
+from orchestrator.queued import QueuedRequest
+from orchestrator.store import (
+    RequestAlreadyFinishedError,
+    StoreConfig,
+    StoreUnavailableError,
+)
 from orchestrator.store_redis import RedisStore
+from replicas.types import RequestHeader
 from tests.integration.predictor_procs import RedisProcess
 
 pytestmark = pytest.mark.integration
@@ -26,7 +31,7 @@ WRITE_TIMEOUT_S = 0.5
 
 
 def req(i: int, enqueued_s: float | None = None, seq: int | None = None) -> QueuedRequest:
-    return QueuedRequest(request_id=f"r{i}", model="tiny", num_prompt_tokens=10, max_tokens=20,
+    return QueuedRequest(RequestHeader(f"r{i}", "tiny"), num_prompt_tokens=10, max_tokens=20,
                          enqueued_s=1_700_000_000.0 + i if enqueued_s is None else enqueued_s,
                          seq=i if seq is None else seq, avoid_replica=f"x{i}", est_wait_s=float(i))
 

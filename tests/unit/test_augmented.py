@@ -10,7 +10,13 @@ from replicas.coalesce import merge_runs
 from replicas.pause_budget import PauseBudget
 from replicas.policy import BatchLoad, ReplicaProfile, make_policy
 from replicas.turns import TurnRunner
-from replicas.types import AugTurn, ReplicaRequest, SamplingSpec, TokenDelta
+from replicas.types import (
+    AugTurn,
+    ReplicaRequest,
+    RequestHeader,
+    SamplingSpec,
+    TokenDelta,
+)
 from tests.unit.fakes import FakeClock
 
 
@@ -91,7 +97,7 @@ async def test_turns_run_on_the_whole_history_with_tool_waits():
 
     engine = FakeEngine()
     turns = (AugTurn(3, "search", 1.5, 4), AugTurn(2, "calc", 0.25, 1), AugTurn(2))
-    req = ReplicaRequest("r", "m", [1, 2], SamplingSpec(max_tokens=7), augmentation=turns)
+    req = ReplicaRequest(RequestHeader("r", "m"), [1, 2], SamplingSpec(max_tokens=7), augmentation=turns)
     out = [d async for d in run_augmented(engine, req, clock=clock, sleep=sleep,
                                           on_pause=pauses.append)]
     assert [r.sampling.max_tokens for r in engine.requests] == [3, 2, 2]
@@ -164,7 +170,7 @@ async def test_cancellation_during_a_tool_wait_keeps_the_pause_count_balanced():
     import asyncio
 
     engine, pauses = FakeEngine(), []
-    req = ReplicaRequest("r", "m", [1], SamplingSpec(max_tokens=3),
+    req = ReplicaRequest(RequestHeader("r", "m"), [1], SamplingSpec(max_tokens=3),
                          augmentation=(AugTurn(2, "slow", 60.0, 1), AugTurn(1)))
     gen = run_augmented(engine, req, on_pause=pauses.append)
 
@@ -192,7 +198,7 @@ async def test_preserve_resumes_the_session_with_only_the_new_tokens():
 
     engine = FakeEngine()
     turns = (AugTurn(3, "calc", 0.01, 4), AugTurn(2, "chat", 30.0, 2), AugTurn(2))
-    req = ReplicaRequest("r", "m", [1, 2], SamplingSpec(max_tokens=7), augmentation=turns)
+    req = ReplicaRequest(RequestHeader("r", "m"), [1, 2], SamplingSpec(max_tokens=7), augmentation=turns)
     out = [d async for d in run_augmented(engine, req, policy="lamps-oracle", clock=clock,
                                           sleep=sleep)]
     timings = out[-1].info["turns"]
@@ -219,7 +225,7 @@ async def test_a_demoted_session_resumes_as_a_new_one():
         clock.advance(s)
 
     engine = FakeEngine()
-    req = ReplicaRequest("r", "m", [1, 2], SamplingSpec(max_tokens=5),
+    req = ReplicaRequest(RequestHeader("r", "m"), [1, 2], SamplingSpec(max_tokens=5),
                          augmentation=(AugTurn(3, "calc", 0.01, 1), AugTurn(2)))
     out = [d async for d in run_augmented(engine, req, policy="lamps-oracle", clock=clock,
                                           sleep=sleep, budget=budget)]

@@ -2,15 +2,20 @@ import pytest
 
 from orchestrator.config import QueueConfig
 from orchestrator.dispatcher import Dispatcher
-from orchestrator.errors import DuplicateRequestError, NoHealthyReplicaError, OverloadedError
+from orchestrator.errors import (
+    DuplicateRequestError,
+    NoHealthyReplicaError,
+    OverloadedError,
+)
 from orchestrator.outcomes import Outcome
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.queued import QueuedRequest
+from replicas.types import RequestHeader
 from tests.unit.fakes import FakeClock, replica_stats
 
 
 def req(i: int, model: str = "m", priority: int = 0) -> QueuedRequest:
-    return QueuedRequest(request_id=f"r{i}", model=model, num_prompt_tokens=10,
-                         max_tokens=10, priority=priority)
+    return QueuedRequest(RequestHeader(f"r{i}", model, priority=priority),
+                         num_prompt_tokens=10, max_tokens=10)
 
 
 def make(**cfg) -> tuple[Dispatcher, FakeClock]:

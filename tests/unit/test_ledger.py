@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.ledger import InFlightLedger
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.queued import QueuedRequest
+from replicas.types import RequestHeader
 
 
 def q(i: int) -> QueuedRequest:
-    return QueuedRequest(request_id=f"r{i}", model="m", num_prompt_tokens=1, max_tokens=1)
+    return QueuedRequest(RequestHeader(f"r{i}", "m"), num_prompt_tokens=1, max_tokens=1)
 
 
 def test_adds_pops_and_indexes_by_replica_in_dispatch_order() -> None:

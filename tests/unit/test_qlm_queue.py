@@ -5,6 +5,7 @@ and recovery, all on an injected clock."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -14,9 +15,16 @@ from orchestrator.errors import SLOUnattainableError
 from orchestrator.estimator import ReplicaView, WaitEstimator, speed_from_profile
 from orchestrator.journal import Finished
 from orchestrator.outcomes import Outcome
-from orchestrator.queue_policy import QueuedRequest, make_queue_policy
+from orchestrator.queue_policy import make_queue_policy
+from orchestrator.queued import QueuedRequest
 from predictor_service.types import Prediction
-from replicas.types import ReplicaLimits, ReplicaStats, SLOSpec, SpeedProfile
+from replicas.types import (
+    ReplicaLimits,
+    ReplicaStats,
+    RequestHeader,
+    SLOSpec,
+    SpeedProfile,
+)
 from tests.unit.fakes import FakeClock
 
 CLASSES = {
@@ -43,12 +51,12 @@ def stats(rid: str, *, model: str = "m", seqs: int = 2, waiting_room: int = 0,
 def req(i: int, cls: str | None = "standard", *, tokens: float = 100.0, model: str = "m",
         arrival: float | None = None, prompt: int = 10) -> QueuedRequest:
     c = CLASSES.get(cls or "")
-    return QueuedRequest(
-        request_id=f"r{i}", model=model, num_prompt_tokens=prompt, max_tokens=1000,
-        slo=SLOSpec(class_name=cls, ttft_ms=c.ttft_ms, e2e_ms=c.e2e_ms) if c else None,
+    header = RequestHeader(
+        f"r{i}", model, slo=SLOSpec(class_name=cls, ttft_ms=c.ttft_ms, e2e_ms=c.e2e_ms) if c else None,
         prediction=Prediction(output_tokens=tokens, output_tokens_p50=tokens,
                               output_tokens_p90=tokens),
         arrival_s=arrival)
+    return QueuedRequest(header, num_prompt_tokens=prompt, max_tokens=1000)
 
 
 def make(policy: str = "edf", **cfg) -> tuple[Dispatcher, FakeClock]:
@@ -87,7 +95,7 @@ def test_wait_estimate_hand_computed_with_tail_margin():
     spread = Prediction(output_tokens=100, output_tokens_p50=100, output_tokens_p90=100 + 1.2816 * 30)
     for i in (2, 3):
         r = req(i)
-        r.prediction = spread
+        r.header = replace(r.header, prediction=spread)
         d.admit(r)
     d.run_pass(force=True)
     new = req(4)
@@ -281,7 +289,7 @@ def test_evicts_an_unstarted_request_that_would_miss_where_another_replica_makes
     assert d.counters["evictions"] == 1
     # the ingress re-queues it (retry, avoiding "busy"): it lands on "idle"
     back = req(1, "tight", tokens=10)
-    back.arrival_s = 1000.0
+    back.header = replace(back.header, arrival_s=1000.0)
     back.evicted, back.avoid_replica = True, "busy"
     d.release_for_retry("r1", Outcome.EVICTED)
     d.admit(back)

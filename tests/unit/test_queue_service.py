@@ -5,16 +5,21 @@ import asyncio
 import pytest
 
 from orchestrator.config import QueueConfig
-from orchestrator.errors import DuplicateRequestError, DurabilityUnavailableError, QueueTimeoutError
+from orchestrator.errors import (
+    DuplicateRequestError,
+    DurabilityUnavailableError,
+    QueueTimeoutError,
+)
 from orchestrator.outcomes import Outcome
 from orchestrator.queue_manager import QueueService
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.queued import QueuedRequest
 from orchestrator.store import MemoryStore, StoreUnavailableError
+from replicas.types import RequestHeader
 from tests.unit.fakes import FakeClock, replica_stats
 
 
 def req(i: int) -> QueuedRequest:
-    return QueuedRequest(request_id=f"r{i}", model="m", num_prompt_tokens=4, max_tokens=4)
+    return QueuedRequest(RequestHeader(f"r{i}", "m"), num_prompt_tokens=4, max_tokens=4)
 
 
 async def one_waiting(clock=None, **config) -> tuple[QueueService, asyncio.Future]:

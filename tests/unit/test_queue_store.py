@@ -11,16 +11,23 @@ import pytest
 from pydantic import ValidationError
 
 from benchmarks.client_capacity import free_port
-from orchestrator.queue_policy import QueuedRequest
-from orchestrator.store import (MemoryStore, RateLimitedLog, RequestAlreadyFinishedError,
-                                StoreConfig, StoreUnavailableError, make_store)
+from orchestrator.queued import QueuedRequest
+from orchestrator.store import (
+    MemoryStore,
+    RateLimitedLog,
+    RequestAlreadyFinishedError,
+    StoreConfig,
+    StoreUnavailableError,
+    make_store,
+)
 from orchestrator.store_outbox import Outbox, PendingPut, PendingWrite, merge
 from orchestrator.store_redis import RedisStore
+from replicas.types import RequestHeader
 from tests.unit.fakes import FakeClock
 
 
 def req(i: int, enqueued_s: float = 100.0, seq: int | None = None) -> QueuedRequest:
-    return QueuedRequest(request_id=f"r{i}", model="m", num_prompt_tokens=10, max_tokens=10,
+    return QueuedRequest(RequestHeader(f"r{i}", "m"), num_prompt_tokens=10, max_tokens=10,
                          enqueued_s=enqueued_s, seq=i if seq is None else seq)
 
 

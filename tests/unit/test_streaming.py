@@ -5,10 +5,10 @@ import pytest
 from orchestrator.dispatcher import Assignment
 from orchestrator.errors import InvalidRequestError, ReplicaFailedError
 from orchestrator.outcomes import Outcome
-from orchestrator.queue_policy import QueuedRequest
+from orchestrator.queued import QueuedRequest
 from orchestrator.streaming import RequestRun
 from replicas.engine import EngineRequestError
-from replicas.types import ReplicaRequest, SamplingSpec, TokenDelta
+from replicas.types import ReplicaRequest, RequestHeader, SamplingSpec, TokenDelta
 
 
 class FakeStream:
@@ -49,8 +49,8 @@ def make_run(streams, retries=None):
     def open_stream(a, r):
         return streams.pop(0)
 
-    req = ReplicaRequest("r1", "m", [1, 2, 3], SamplingSpec(max_tokens=3))
-    run = RequestRun(QueuedRequest("r1", "m", 3, 3), req, enqueue=enqueue,
+    req = ReplicaRequest(RequestHeader("r1", "m"), [1, 2, 3], SamplingSpec(max_tokens=3))
+    run = RequestRun(QueuedRequest(req.header, 3, 3), req, enqueue=enqueue,
                      open_stream=open_stream, release=lambda i, o, m=None: released.append((i, o)))
     return run, released, assigned
 
