@@ -65,7 +65,7 @@ class QueueService:
                  metrics: QueueMetrics | None = None,
                  slo_classes: dict[str, SLOClass] | None = None,
                  store: QueueStore | None = None) -> None:
-        self.core = Dispatcher(config, clock, slo_classes=slo_classes)
+        self.dispatcher = Dispatcher(config, clock, slo_classes=slo_classes)
         self.store = store or MemoryStore()
         self.required = config.durability.mode == "required"
         self._waiters: dict[str, asyncio.Future[Assignment]] = {}
@@ -98,15 +98,15 @@ class QueueService:
                 continue
 
     async def recover(self) -> int:
-        grace = self.core.config.durability.reattach_grace_s
+        grace = self.dispatcher.config.durability.reattach_grace_s
         recovered = await self.store.load()
         for stored in recovered:
             if stored.state == "queued":
-                self.core.restore_queued(stored.request, grace)
+                self.dispatcher.restore_queued(stored.request, grace)
             else:
                 stored.request.recovered_deployment = stored.deployment or ""
                 stored.request.recovered_gpu_class = stored.gpu_class or ""
-                self.core.restore_dispatched(stored.request, stored.replica_id or "")
+                self.dispatcher.restore_dispatched(stored.request, stored.replica_id or "")
         if recovered:
             logger.warning("queue manager recovered %d unfinished requests from the store "
                            "(%d queued)", len(recovered),
@@ -125,16 +125,16 @@ class QueueService:
         twice."""
         rid = request.request_id
         if resume:
-            known = self.core.attach(rid)
+            known = self.dispatcher.attach(rid)
             if isinstance(known, Assignment):
                 return known
             if known:
                 return await self._wait(rid)
         if retry:
-            self.core.release_for_retry(
+            self.dispatcher.release_for_retry(
                 rid, Outcome.EVICTED if request.evicted else Outcome.FAILED)
         try:
-            self.core.assess(request)  # raises a typed rejection
+            self.dispatcher.assess(request)  # raises a typed rejection
         except AugserveError:
             if retry:  # its record (requeued) would otherwise stay behind
                 self.store.finished(rid, Outcome.FAILED.value)
@@ -147,7 +147,7 @@ class QueueService:
         except RequestAlreadyFinishedError as exc:
             raise _finished_error(rid, exc.outcome, resume) from None
         except StoreUnavailableError as exc:
-            self.core.outcomes[Outcome.REJECTED_UNDURABLE] += 1
+            self.dispatcher.outcomes[Outcome.REJECTED_UNDURABLE] += 1
             raise DurabilityUnavailableError(
                 f"the queue's durable store is unavailable ({exc}); durability is required, "
                 "so no new request is accepted now", retry_after_s=2.0) from None
@@ -157,7 +157,7 @@ class QueueService:
                                "reachable; it is written once it is back)")
             if self._metrics:
                 self._metrics.nondurable.inc()
-        self.core.enqueue(request)
+        self.dispatcher.insert(request)
         return await self._wait(rid)
 
     async def _wait(self, request_id: str) -> Assignment:
@@ -170,7 +170,7 @@ class QueueService:
         try:
             return await future
         except asyncio.CancelledError:
-            if self._waiters.get(request_id) is future and self.core.cancel(request_id):
+            if self._waiters.get(request_id) is future and self.dispatcher.cancel(request_id):
                 self.pump()
             raise
         finally:
@@ -178,10 +178,10 @@ class QueueService:
                 del self._waiters[request_id]
 
     def pump(self) -> None:
-        for assignment in self.core.dispatch():
+        for assignment in self.dispatcher.dispatch():
             future = self._waiters.get(assignment.request_id)
             if future is None or future.done():  # caller vanished in the same instant
-                self.core.cancel(assignment.request_id)
+                self.dispatcher.cancel(assignment.request_id)
                 continue
             future.set_result(assignment)
             if self._metrics:
@@ -190,7 +190,7 @@ class QueueService:
         self._drain_journal()
 
     def _drain_journal(self) -> None:
-        journal, self.core.journal = self.core.journal, []
+        journal, self.dispatcher.journal = self.dispatcher.journal, []
         for event in journal:
             if isinstance(event, Dispatched):
                 self.store.dispatched(event.request_id, event.replica_id, event.deployment,
@@ -201,7 +201,7 @@ class QueueService:
                 self.store.requeued(event.request_id)
 
     def complete(self, request_id: str, outcome: Outcome, slo_met: bool | None = None) -> bool:
-        released = self.core.complete(request_id, outcome, slo_met)
+        released = self.dispatcher.complete(request_id, outcome, slo_met)
         if released and self._metrics:
             self._metrics.admissions.inc(tags={"outcome": outcome.value})
         self.pump()
@@ -209,7 +209,7 @@ class QueueService:
 
     def cancel(self, request_id: str) -> bool:
         """Withdraw a request (its caller went away); a waiting ``enqueue`` is resolved."""
-        released = self.core.cancel(request_id)
+        released = self.dispatcher.cancel(request_id)
         future = self._waiters.get(request_id)
         if future is not None and not future.done():
             future.cancel()
@@ -217,23 +217,23 @@ class QueueService:
         return released
 
     def report(self, stats: ReplicaStats) -> list[str]:
-        evict = self.core.report(stats)
+        evict = self.dispatcher.report(stats)
         self.pump()
         return evict
 
     def tick(self) -> None:
-        for request, slo_deadline in self.core.expire():
+        for request, slo_deadline in self.dispatcher.expire():
             if slo_deadline:
                 error: Exception = DeadlineExceededError(
                     f"the request's SLO deadline (class {request.slo_class!r}) passed while it "
                     "was queued", param="slo")
             else:
                 error = QueueTimeoutError(
-                    f"request waited longer than {self.core.config.queue_timeout_s:g}s in the "
-                    "queue", retry_after_s=self.core.retry_after_s())
+                    f"request waited longer than {self.dispatcher.config.queue_timeout_s:g}s in the "
+                    "queue", retry_after_s=self.dispatcher.retry_after_s())
             self._fail(request.request_id, error)
-        self.core.reap_replicas()
-        self.core.run_pass()
+        self.dispatcher.reap_replicas()
+        self.dispatcher.run_pass()
         # Queued requests of a model that lost its last replica stay queued (until they
         # expire): the replica is usually being restarted by Serve.
         self.pump()
@@ -245,8 +245,8 @@ class QueueService:
             future.set_exception(error)
 
     def stats(self) -> dict[str, Any]:
-        snap = self.core.snapshot()
-        snap["durability"] = {"mode": self.core.config.durability.mode,
+        snap = self.dispatcher.snapshot()
+        snap["durability"] = {"mode": self.dispatcher.config.durability.mode,
                               "store": self.store.name, "durable": self.store.durable,
                               "nondurable_admissions": self.num_nondurable,
                               **self.store.stats()}
@@ -256,17 +256,17 @@ class QueueService:
         m = self._metrics
         if not m:
             return
-        m.queue_length.set(self.core.num_queued)
-        m.in_flight.set(self.core.num_in_flight)
-        sizes = self.core.policy.group_sizes()
+        m.queue_length.set(self.dispatcher.num_queued)
+        m.in_flight.set(self.dispatcher.num_in_flight)
+        sizes = self.dispatcher.policy.group_sizes()
         self._groups_seen |= set(sizes)
         for model, cls in self._groups_seen:  # an emptied group reads 0, not its last size
             m.group_length.set(sizes.get((model, cls), 0), tags={"model": model, "slo_class": cls})
-        err = self.core.estimator.error_stats()["estimator_error_median"]
+        err = self.dispatcher.estimator.error_stats()["estimator_error_median"]
         if err == err:  # not NaN
             m.estimator_error.set(err)
         m.durable.set(1.0 if self.store.durable else 0.0)
-        m.publish_counters(self.core)
+        m.publish_counters(self.dispatcher)
 
 
 @serve.deployment(
@@ -316,7 +316,7 @@ class QueueManager:
             raise RuntimeError("the queue manager's tick loop stopped")
 
     async def _tick_loop(self) -> None:
-        period = self._service.core.config.tick_s
+        period = self._service.dispatcher.config.tick_s
         while True:
             await asyncio.sleep(period)
             try:

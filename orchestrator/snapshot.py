@@ -36,7 +36,7 @@ def snapshot(d: Dispatcher) -> dict[str, Any]:
         "replicas": [
             {"replica_id": r.replica_id, "deployment": r.stats.deployment,
              "gpu_class": r.stats.gpu_class, "model": r.stats.model,
-             "healthy": d.is_healthy(r, now), "in_flight": len(r.in_flight),
+             "healthy": d.replicas.is_healthy(r, now), "in_flight": len(r.in_flight),
              "max_in_flight": r.stats.limits.max_in_flight,
              "num_running": r.stats.num_running, "num_waiting": r.stats.num_waiting,
              "num_paused": r.stats.num_paused,

@@ -133,7 +133,7 @@ class SimFleet:
     def _admit(self, p: _Pending) -> None:
         try:
             self.dispatcher.assess(p.queued)
-            self.dispatcher.enqueue(p.queued)
+            self.dispatcher.insert(p.queued)
         except AugserveError as exc:
             self._fail(p, exc.status_code, f"{type(exc).__name__}: {exc}")
 

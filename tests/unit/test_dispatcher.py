@@ -115,7 +115,7 @@ def test_expire_and_reap():
     clock.advance(11)
     assert [(r.request_id, slo) for r, slo in d.expire()] == [("r1", False)]
     assert d.reap_replicas() == ["a"]
-    assert d.num_in_flight == 0 and d.healthy_replicas() == []
+    assert d.num_in_flight == 0 and d.replicas.healthy(clock()) == []
 
 
 def test_priority_policy_orders_by_priority_then_arrival():

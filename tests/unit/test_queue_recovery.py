@@ -106,12 +106,12 @@ async def test_an_evicted_request_is_kept_for_its_retry_past_the_lost_grace():
     svc.report(stats("busy", seqs=1, waiting_room=1, tps=5.0, running=1))
     await svc.enqueue(req(0, "batch", tokens=10))
     await svc.enqueue(req(1, "batch", tokens=10))
-    svc.core.replicas["busy"].speed.mean_request_tokens = 100_000.0
+    svc.dispatcher.replicas["busy"].speed.mean_request_tokens = 100_000.0
     svc.report(stats("idle", seqs=4, tps=100.0))
     clock.advance(11)
     busy = dict(seqs=1, waiting_room=1, tps=5.0, running=1)
     svc.report(stats("busy", num_waiting=1, active=("r0", "r1"), unstarted=("r1",), **busy))
-    svc.core.run_pass(force=True)
+    svc.dispatcher.run_pass(force=True)
     assert svc.report(stats("busy", num_waiting=1, active=("r0", "r1"), unstarted=("r1",),
                             **busy)) == ["r1"]
     clock.advance(0.5)
@@ -119,7 +119,7 @@ async def test_an_evicted_request_is_kept_for_its_retry_past_the_lost_grace():
     back = req(1, "batch", tokens=10, arrival=1000.0)
     back.evicted, back.avoid_replica = True, "busy"
     assert (await svc.enqueue(back, retry=True)).replica_id == "idle"
-    assert svc.core.outcomes[Outcome.EVICTED] == 1
+    assert svc.dispatcher.outcomes[Outcome.EVICTED] == 1
 
 
 class SlowStore(MemoryStore):
@@ -143,7 +143,7 @@ async def test_a_caller_gone_during_the_store_write_leaves_no_record():
     assert [s.request.request_id for s in await store.load()] == [req(0).request_id]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert await store.load() == [] and svc.core.num_queued == 0
+    assert await store.load() == [] and svc.dispatcher.num_queued == 0
 
 
 async def test_a_refused_retry_leaves_no_record():

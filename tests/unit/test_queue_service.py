@@ -40,7 +40,7 @@ async def test_enqueue_waits_for_room_then_gets_an_assignment():
     assert first.replica_id == "a"
     waiting = asyncio.ensure_future(svc.enqueue(req(1)))
     await asyncio.sleep(0)
-    assert not waiting.done() and svc.core.num_queued == 1
+    assert not waiting.done() and svc.dispatcher.num_queued == 1
     svc.complete("r0", Outcome.COMPLETED)  # room again: r1 is dispatched
     assert (await waiting).request_id == "r1"
 
@@ -50,9 +50,9 @@ async def test_cancelled_waiter_leaves_the_queue():
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert svc.core.num_queued == 0
+    assert svc.dispatcher.num_queued == 0
     svc.complete("r0", Outcome.COMPLETED)
-    assert svc.core.num_in_flight == 0
+    assert svc.dispatcher.num_in_flight == 0
 
 
 async def test_expired_waiter_gets_a_typed_timeout():
@@ -62,7 +62,7 @@ async def test_expired_waiter_gets_a_typed_timeout():
     svc.tick()
     with pytest.raises(QueueTimeoutError) as err:
         await waiting
-    assert err.value.status_code == 503 and svc.core.num_queued == 0
+    assert err.value.status_code == 503 and svc.dispatcher.num_queued == 0
 
 
 async def test_retry_releases_the_failed_assignment_and_requeues_in_one_step():
@@ -73,8 +73,8 @@ async def test_retry_releases_the_failed_assignment_and_requeues_in_one_step():
     retried = req(0)
     retried.avoid_replica = first.replica_id
     again = await svc.enqueue(retried, retry=True)
-    assert again.request_id == "r0" and svc.core.num_in_flight == 1
-    assert svc.core.outcomes[Outcome.FAILED] == 1
+    assert again.request_id == "r0" and svc.dispatcher.num_in_flight == 1
+    assert svc.dispatcher.outcomes[Outcome.FAILED] == 1
     assert again.replica_id != first.replica_id
 
 
@@ -83,7 +83,7 @@ async def test_cancel_resolves_a_waiting_enqueue():
     assert svc.cancel("r1")
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert svc.core.num_queued == 0
+    assert svc.dispatcher.num_queued == 0
 
 
 # ---- durability (the store's own behaviour against real Redis: tests/integration) -------
@@ -108,8 +108,8 @@ async def test_required_durability_without_a_store_is_503_and_queues_nothing():
     with pytest.raises(DurabilityUnavailableError) as err:
         await svc.enqueue(req(0))
     assert err.value.status_code == 503 and err.value.retry_after_s
-    assert svc.core.num_queued == 0 and svc.core.num_in_flight == 0
-    assert svc.core.outcomes[Outcome.REJECTED_UNDURABLE] == 1
+    assert svc.dispatcher.num_queued == 0 and svc.dispatcher.num_in_flight == 0
+    assert svc.dispatcher.outcomes[Outcome.REJECTED_UNDURABLE] == 1
 
 
 async def test_best_effort_durability_accepts_in_memory_and_counts_it():
