@@ -93,6 +93,16 @@ async def _idle(h: Harness) -> SchedulerState:
     raise AssertionError(f"engine not idle: {st}")
 
 
+async def _until_running(h: Harness, n: int) -> None:
+    """Wait until ``n`` requests run in the engine (not a guess of how long that takes)."""
+    for _ in range(400):
+        st = await _state(h)
+        if st.num_running >= n:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{n} requests never ran: {st}")
+
+
 async def _run_and_look_during_the_call(h: Harness, request: ReplicaRequest, ok,
                                         within_s: float) -> tuple[list, SchedulerState]:
     """Run ``request``; once its first ``api_call`` event has come (the strategy is applied
@@ -125,7 +135,7 @@ async def _completion_order(h: Harness, requests: list[ReplicaRequest]) -> list[
     one = _recorder(h, order)
     # four slots: four long blockers hold them while the ranked ones queue
     blockers = [asyncio.create_task(h.run(_plain(f"blk{i}", 300, 1.0))) for i in range(4)]
-    await asyncio.sleep(0.2)
+    await _until_running(h, 4)
     tasks = [asyncio.create_task(one(r)) for r in requests]
     await asyncio.gather(*blockers, *tasks)
     return order
@@ -152,7 +162,7 @@ async def test_starvation_bound_lets_a_long_request_through(harness):
         one = _recorder(harness, done)
         # four long blockers fill the slots, so "big" has to wait in the queue
         tasks = [asyncio.create_task(harness.run(_plain(f"blk{i}", 400, 1.0))) for i in range(4)]
-        await asyncio.sleep(0.05)
+        await _until_running(harness, 4)
         tasks.append(asyncio.create_task(one(_plain("big", 4, 10_000.0))))
         for i in range(40):
             tasks.append(asyncio.create_task(one(_plain(f"s{i}", 4, 1.0))))

@@ -90,8 +90,7 @@ def test_learning_moves_the_estimate_and_survives_a_restart(server, redis_proc):
     assert (tts.name, tts.samples) == ("tts", 20) and 2.0 <= tts.mean_s < 2.5
     assert (unseen.samples, unseen.mean_s) == (0, 5.0)  # the prior
 
-    time.sleep(0.5)  # let the server write its state (it also flushes at shutdown)
-    assert p.stop() == 0
+    assert p.stop() == 0  # a clean stop writes the state (no wait for the periodic flush)
     again = server(redis_url=redis_proc.url)
     info = again.info()
     assert info.redis_connected and info.persistence == "redis"
@@ -111,8 +110,7 @@ def test_embedding_knn_restores_its_neighbours(server, redis_proc):
     short, long_ = predict(stub, f"{SHORT} item 3"), predict(stub, f"{LONG} topic 3")
     assert short.output_tokens < 40 < 200 < long_.output_tokens
     assert short.length_model == "embedding-knn"
-    time.sleep(0.5)
-    p.stop()
+    assert p.stop() == 0  # a clean stop writes the state
     again = server(redis_url=redis_proc.url, length_model="embedding-knn")
     restored = predict(again.stub(), f"{SHORT} item 3")
     assert restored.output_tokens == pytest.approx(short.output_tokens)

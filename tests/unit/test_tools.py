@@ -24,7 +24,7 @@ from replicas.tools import (
     UnknownToolError,
     parse_tools,
 )
-from tests.unit.fakes import FakeClock
+from tests.unit.fakes import FakeClock, until
 
 MakeExecutor = Callable[..., ToolExecutor]
 
@@ -228,25 +228,18 @@ async def test_unserialisable_arguments_are_a_tool_failure(
     assert not result.ok and "arguments that are not JSON" in (result.error or "")
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_cancellation_propagates(server: str, make_executor: MakeExecutor):
     """A cancelled call (its client went away) closes its HTTP connection: the tool's
     server sees the request gone instead of answering nobody later."""
     before = len(SLOW_REQUESTS)
     task = asyncio.create_task(make_executor(_http(server, "/slow")).call(_call()))
-    await _until(lambda: len(SLOW_REQUESTS) > before)  # the request reached the tool
+    await until(lambda: len(SLOW_REQUESTS) > before)  # the request reached the tool
     request = SLOW_REQUESTS[-1]
     assert request.transport is not None and not request.transport.is_closing()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await _until(lambda: request.transport is None or request.transport.is_closing())
+    await until(lambda: request.transport is None or request.transport.is_closing())
 
 
 # --- names --------------------------------------------------------------------------------

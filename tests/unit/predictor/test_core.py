@@ -20,7 +20,7 @@ from predictor_service.features import prompt_text
 from predictor_service.learner import Learner, Sample
 from predictor_service.length_models.hashed_linear import HashedLinear
 from predictor_service.types import LengthQuery, Observation
-from tests.unit.fakes import FakeClock
+from tests.unit.fakes import FakeClock, until
 
 SUBJECTS = ["cats", "the weather", "rivers", "old trains", "jazz", "bridges", "tea", "maps",
             "glaciers", "chess", "bees", "paper"]
@@ -76,9 +76,9 @@ async def test_not_running_is_unavailable_and_stop_fails_queries_still_waiting()
     real = core._predict_lengths
     core._predict_lengths = lambda qs: (release.wait(10), real(qs))[1]
     evaluating = asyncio.create_task(core.predict([SHORT]))
-    await asyncio.sleep(0.05)
+    await until(lambda: len(core._inflight) == 1)
     waiting = asyncio.create_task(core.predict([SHORT]))
-    await asyncio.sleep(0.05)
+    await until(lambda: len(core._queue) == 1)
     assert len(core._queue) == 1 and len(core._inflight) == 1
     await core.stop()
     release.set()

@@ -31,6 +31,8 @@ class FakeStore:
         self.durations: str | None = None
         self.fail_writes = False
         self.gate: asyncio.Event | None = None
+        #: A write is waiting at the gate.
+        self.held = asyncio.Event()
 
     async def connect(self) -> bool:
         self.connected = True
@@ -41,6 +43,7 @@ class FakeStore:
 
     async def save_model(self, model, new_samples, history_size, version, length_model, state_blob):
         if self.gate is not None:
+            self.held.set()
             await self.gate.wait()
         if self.fail_writes:
             raise ConnectionError("redis went away")
@@ -92,7 +95,7 @@ async def test_observations_during_a_write_are_written_next_time():
     core.observe([obs(i) for i in range(16)])
     store.gate = asyncio.Event()
     writing = asyncio.create_task(core._persist())
-    await asyncio.sleep(0.05)
+    await store.held.wait()
     core.observe([obs(i) for i in range(100, 104)])  # arrive while the write is in flight
     store.gate.set()
     await writing
