@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-#: orchestrator.queue_policy's registry
+#: orchestrator.policies' QUEUE_POLICIES
 QueuePolicyName = Literal["fifo", "priority", "edf", "qlm"]
-#: orchestrator.placement's registry
+#: orchestrator.policies' PLACEMENT_POLICIES
 PlacementName = Literal["least-loaded", "estimated-completion"]
 #: predictor_service.length_models' registry, plus "auto"
 LengthModelName = Literal["auto", "embedding-knn", "hashed-linear", "classifier"]

@@ -19,7 +19,7 @@ from orchestrator.errors import (
 from orchestrator.estimator import WaitEstimator
 from orchestrator.fleet import ReplicaState
 from orchestrator.outcomes import Outcome
-from orchestrator.queue_policy import QueuePolicy
+from orchestrator.policies.order import QueuePolicy
 from orchestrator.queued import QueuedRequest
 from orchestrator.tally import Tally
 from replicas.types import SLOSpec

@@ -4,7 +4,7 @@ report (``report``), work goes out to replicas with room (``dispatch``), request
 (``run_pass``).  Plain Python with the clock injected, so the queue manager actor, unit
 tests and the simulator run this code.  One job per collaborator:
 
-- the queue policy orders requests in groups (model, SLO class) (:mod:`.queue_policy`);
+- the queue policy orders requests in groups (model, SLO class) (:mod:`.policies.order`);
 - admission assesses a request against the waiting-time estimate and its SLO
   (:mod:`.admission`); expiry times and recovered requests waiting for their callers are
   in :mod:`.expiry`;
@@ -16,7 +16,7 @@ tests and the simulator run this code.  One job per collaborator:
   and KV usage under their thresholds); the replica with room that would finish a mean
   request first pulls next; **placement** among those with room is the placement
   policy's (a faster GPU class gets more), or, under QLM's plan, the puller's own
-  (:mod:`.qlm`);
+  (:mod:`.policies.qlm`);
 - the periodic pass (:mod:`.periodic_pass`): estimates, QLM re-plan, **eviction** of
   unstarted requests that would miss their deadline where they are;
 - **expiry**: a queued request whose deadline passed gets 504 if its class expires; any
@@ -43,9 +43,14 @@ from orchestrator.journal import Dispatched, Finished, JournalEvent, Requeued
 from orchestrator.ledger import InFlightLedger
 from orchestrator.outcomes import Outcome
 from orchestrator.periodic_pass import PeriodicPass
-from orchestrator.placement import PlacementPolicy, make_placement_policy
-from orchestrator.qlm import Planner, make_planner
-from orchestrator.queue_policy import QueuePolicy, make_queue_policy
+from orchestrator.policies import (
+    PlacementPolicy,
+    Planner,
+    QueuePolicy,
+    make_placement_policy,
+    make_planner,
+    make_queue_policy,
+)
 from orchestrator.queued import QueuedRequest
 from orchestrator.reconcile import Reconciler
 from orchestrator.registry import ReplicaRegistry

@@ -13,8 +13,8 @@ from orchestrator.config import QueueConfig
 from orchestrator.estimator import WaitEstimator
 from orchestrator.eviction import choose_evictions
 from orchestrator.ledger import InFlightLedger
-from orchestrator.qlm import Planner
-from orchestrator.queue_policy import QueuePolicy
+from orchestrator.policies.order import QueuePolicy
+from orchestrator.policies.qlm import Planner
 from orchestrator.registry import ReplicaRegistry
 from orchestrator.tally import Tally
 

@@ -26,7 +26,7 @@ from orchestrator.config import AppConfig
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.errors import AugserveError
 from orchestrator.outcomes import Outcome
-from orchestrator.qlm import QlmPlanner
+from orchestrator.policies.qlm import QlmPlanner
 from orchestrator.queued import QueuedRequest
 from replicas.types import AugTurn, RequestHeader, SLOSpec
 from simulator.events import EventLoop, Phase

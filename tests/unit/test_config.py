@@ -1,11 +1,22 @@
 import pytest
 from pydantic import ValidationError
 
-from predictor_service.config import ClientConfig, PredictorAppConfig, PredictorConfig
-from orchestrator.config import (AppConfig, BenchDefaults, DurabilityConfig, EvictionConfig,
-                                 QueueConfig, SLOClass)
+from orchestrator.config import (
+    AppConfig,
+    BenchDefaults,
+    DurabilityConfig,
+    EvictionConfig,
+    QueueConfig,
+    SLOClass,
+)
 from orchestrator.store import StoreConfig
-from replicas.config import EngineConfig, ProfilingConfig, ReplicaConfig, SchedulingConfig
+from predictor_service.config import ClientConfig, PredictorAppConfig, PredictorConfig
+from replicas.config import (
+    EngineConfig,
+    ProfilingConfig,
+    ReplicaConfig,
+    SchedulingConfig,
+)
 from replicas.tools import EmulatedToolConfig, HttpToolConfig
 
 REPLICA = {"name": "r1", "gpu_class": "large"}
@@ -69,10 +80,9 @@ def test_the_policy_names_a_config_accepts_are_the_registries_keys() -> None:
     from typing import get_args
 
     from augserve_common.names import LengthModelName, PlacementName, QueuePolicyName
-    from orchestrator.placement import PLACEMENT_POLICIES
-    from orchestrator.queue_policy import _registry
+    from orchestrator.policies import PLACEMENT_POLICIES, QUEUE_POLICIES
     from predictor_service.length_models import LENGTH_MODELS
-    assert set(get_args(QueuePolicyName)) == set(_registry())
+    assert set(get_args(QueuePolicyName)) == set(QUEUE_POLICIES)
     assert set(get_args(PlacementName)) == set(PLACEMENT_POLICIES)
     assert set(get_args(LengthModelName)) == set(LENGTH_MODELS) | {"auto"}
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from orchestrator.qlm_plan import (
+from orchestrator.policies.qlm_plan import (
     Plan,
     PlanGroup,
     PlanReplica,

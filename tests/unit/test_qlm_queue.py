@@ -15,7 +15,7 @@ from orchestrator.errors import SLOUnattainableError
 from orchestrator.estimator import ReplicaView, WaitEstimator, speed_from_profile
 from orchestrator.journal import Finished
 from orchestrator.outcomes import Outcome
-from orchestrator.queue_policy import make_queue_policy
+from orchestrator.policies import make_queue_policy
 from orchestrator.queued import QueuedRequest
 from predictor_service.types import Prediction
 from replicas.types import (

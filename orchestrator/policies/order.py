@@ -13,7 +13,7 @@ Each policy defines its order in one place, :meth:`QueuePolicy.key`:
 - ``edf``: earliest deadline first (then priority, arrival);
 - ``qlm``: EDF, with requests the estimator says will miss anyway moved behind those that
   can still make it, and each group preferring the replicas its last re-plan gave it
-  (:mod:`orchestrator.qlm`).
+  (:mod:`orchestrator.policies.qlm`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from __future__ import annotations
 import heapq
 from abc import ABC
 from collections.abc import Iterator
-from typing import Any, ClassVar, Protocol, get_args
+from typing import ClassVar, Protocol
 
-from augserve_common.names import QueuePolicyName
 from orchestrator.queued import QueuedRequest
 
 _Entry = tuple[tuple, int, QueuedRequest]
@@ -179,7 +178,7 @@ class QlmPolicy(EdfPolicy):
     """QLM's order: EDF, with the requests the estimator's last pass found **late** (they
     miss their deadline even if served next) behind those that can still make it, so that
     one hopeless request does not make the ones behind it miss too.  Its re-plan is
-    :class:`orchestrator.qlm.QlmPlanner`."""
+    :class:`orchestrator.policies.qlm.QlmPlanner`."""
 
     name = "qlm"
     uses_late = True
@@ -187,17 +186,3 @@ class QlmPolicy(EdfPolicy):
     def key(self, request: QueuedRequest) -> tuple:
         return (request.late, request.deadline_s, request.priority, request.arrival_s or 0.0,
                 request.seq)
-
-
-def _registry() -> dict[str, type[QueuePolicy]]:
-    return {p.name: p for p in (FifoPolicy, PriorityPolicy, EdfPolicy, QlmPolicy)}
-
-
-QUEUE_POLICY_NAMES: tuple[str, ...] = get_args(QueuePolicyName)
-
-
-def make_queue_policy(name: str, **kwargs: Any) -> QueuePolicy:
-    registry = _registry()
-    if name not in registry:
-        raise ValueError(f"unknown queue policy {name!r}; known: {sorted(registry)}")
-    return registry[name](**kwargs)

@@ -1,9 +1,9 @@
 """QLM's re-plan (Patke et al. 2024; ALGORITHMS.md), the one planner dispatch asks.
 
 The ``qlm`` order itself (EDF with late requests behind) is
-:class:`orchestrator.queue_policy.QlmPolicy`.  When the estimator's pass predicts a
+:class:`orchestrator.policies.order.QlmPolicy`.  When the estimator's pass predicts a
 miss, :class:`QlmPlanner` assigns request groups (model, SLO class) to the replicas'
-virtual queues by the small MILP of :mod:`orchestrator.qlm_plan` (total lateness, HiGHS
+virtual queues by the small MILP of :mod:`orchestrator.policies.qlm_plan` (total lateness, HiGHS
 under a time limit).  A replica with room then takes first from the groups planned for
 it (EDF among them), and when those are empty the least urgent head of another group
 (work conserving, without taking the urgent work the plan gave a faster replica), and
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from orchestrator.qlm_plan import PlanGroup, PlanReplica, plan_milp
+from orchestrator.policies.qlm_plan import PlanGroup, PlanReplica, plan_milp
 
 if TYPE_CHECKING:
     from orchestrator.estimator import PassResult
@@ -110,8 +110,3 @@ class QlmPlanner:
 
     def describe(self) -> dict[str, Any]:
         return {"plan": self.last_plan}
-
-
-def make_planner(policy: str, time_limit_s: float) -> Planner:
-    """The planner of a queue policy: QLM's for ``qlm``, none for the others."""
-    return QlmPlanner(time_limit_s) if policy == "qlm" else NoPlan()

@@ -44,15 +44,3 @@ class EstimatedCompletionPlacement(PlacementPolicy):
         tokens = max(request.predicted_tokens, 1.0)
         return min(candidates, key=lambda r: (
             r.speed.finish_s(request.num_prompt_tokens, tokens, r.num_busy_seqs), r.replica_id))
-
-
-PLACEMENT_POLICIES: dict[str, type[PlacementPolicy]] = {
-    p.name: p for p in (LeastLoadedPlacement, EstimatedCompletionPlacement)
-}
-
-
-def make_placement_policy(name: str) -> PlacementPolicy:
-    try:
-        return PLACEMENT_POLICIES[name]()
-    except KeyError:
-        raise ValueError(f"unknown placement policy {name!r}; known: {sorted(PLACEMENT_POLICIES)}") from None
