@@ -158,8 +158,10 @@ class Dispatcher:
                 rooms.setdefault(r.model, []).append(r)
         for model, with_room in rooms.items():
             skipped: list[QueuedRequest] = []
+            # a dispatch changes only its target's pull order (its load and mean request)
+            pull = {r.replica_id: _pull_order(r) for r in with_room}
             while with_room and len(skipped) < _MAX_SKIPPED:
-                puller = min(with_room, key=_pull_order)
+                puller = min(with_room, key=lambda r: pull[r.replica_id])
                 mine, others = self.planner.split(self._policy.groups(model), puller.replica_id)
                 request = self._policy.take(mine) or (
                     self._policy.take(others, latest=True) if others else None)
@@ -173,6 +175,8 @@ class Dispatcher:
                 assignments.append(self._assign(request, target, now))
                 if not target.has_room():
                     with_room.remove(target)
+                else:
+                    pull[target.replica_id] = _pull_order(target)
             self._policy.push_back(skipped, now)
         return assignments
 

@@ -33,7 +33,7 @@ import heapq
 import math
 import statistics
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from augserve_common.priors import (
@@ -343,10 +343,11 @@ class WaitEstimator:
                 request.late, changed = late, True
         return changed
 
-    def run_pass(self, ordered: Iterable[QueuedRequest], key: Callable[[QueuedRequest], tuple],
+    def run_pass(self, ordered: Iterable[tuple[tuple, int, QueuedRequest, tuple[str, str]]],
                  replicas: list[ReplicaView], now_s: float) -> PassResult:
-        """List-schedule the queue (policy order) onto the replicas' virtual queues: each
-        request to the replica of its model that frees first; count predicted misses."""
+        """List-schedule the queue onto the replicas' virtual queues: each request to the
+        replica of its model that frees first; count predicted misses.  ``ordered``: the
+        queue policy's entries (key, number, request, group) in its order."""
         result = PassResult(now_s=now_s, replicas=replicas)
         free: dict[str, list[tuple[float, str]]] = {}  # model -> heap of (free at, replica)
         speeds: dict[str, ReplicaView] = {r.replica_id: r for r in replicas}
@@ -364,18 +365,17 @@ class WaitEstimator:
         groups: dict[tuple[str, str], list[float]] = {}
         z, sqrt, heapreplace = self.z, math.sqrt, heapq.heapreplace
         misses = 0
-        for request in ordered:
-            model = request.model
+        for key, _n, request, group in ordered:
+            model = group[0]
             entry = per_model.get(model)
             if entry is None:
                 curve = curves[model] = _Curve()
                 entry = per_model[model] = (curve, free.get(model) or None)
             curve, heap = entry
             tokens, var = request.predicted_tokens, request.predicted_var_tokens
-            curve.keys.append(key(request))
+            curve.keys.append(key)
             curve.cum_tokens.append((curve.cum_tokens[-1] if curve.cum_tokens else 0.0) + tokens)
             curve.cum_var.append((curve.cum_var[-1] if curve.cum_var else 0.0) + var)
-            group = request.group
             g = groups.get(group)
             if g is None:
                 g = groups[group] = [0, 0.0, math.inf]

@@ -43,7 +43,9 @@ class ReplicaState:
         """Requests that hold engine room: in flight here plus those the replica serves
         that this manager does not know, less those paused on an API call (no engine
         slot while their tool runs)."""
-        return max(0, len(self.in_flight) + self.num_unknown_active - self.stats.num_paused)
+        stats = self.stats
+        return max(0, len(self.ledger.on(stats.replica_id)) + self.num_unknown_active
+                   - stats.num_paused)
 
     @property
     def num_busy_seqs(self) -> int:
@@ -57,13 +59,20 @@ class ReplicaState:
     def has_room(self) -> bool:
         """Pull: room in flight, and the engine's waiting count and KV usage under their
         thresholds in its last report."""
-        return (self.num_holding < self.stats.limits.max_in_flight
-                and self.stats.num_waiting <= self.stats.limits.max_waiting_requests
-                and self.stats.kv_usage < self.max_kv_usage)
+        return self._has_room(self.num_holding)
+
+    def _has_room(self, num_holding: int) -> bool:
+        stats = self.stats
+        limits = stats.limits
+        return (num_holding < limits.max_in_flight
+                and stats.num_waiting <= limits.max_waiting_requests
+                and stats.kv_usage < self.max_kv_usage)
 
     def view(self) -> ReplicaView:
-        return ReplicaView(self.replica_id, self.model, self.speed, self.has_room(),
-                           self.num_busy_seqs)
+        holding = self.num_holding
+        stats = self.stats
+        return ReplicaView(stats.replica_id, stats.model, self.speed, self._has_room(holding),
+                           min(holding, stats.limits.max_num_seqs))
 
 
 @dataclass(frozen=True, slots=True)

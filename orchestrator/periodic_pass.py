@@ -42,8 +42,7 @@ class PeriodicPass:
         views = [r.view() for r in self._replicas.healthy(now_s)]
         if self._policy.uses_late and self._estimator.mark_late(self._policy.live(), views, now_s):
             self._policy.rekey(now_s)  # the pass must see the order that dispatch will use
-        result = self._estimator.run_pass(self._policy.ordered(now_s), self._policy.key, views,
-                                          now_s)
+        result = self._estimator.run_pass(self._policy.ordered(now_s), views, now_s)
         try:
             done = self._planner.replan(result, now_s)
         except Exception:

@@ -46,6 +46,9 @@ class QueuedRequest:
     #: replica may not have reported yet).
     recovered_deployment: str = ""
     recovered_gpu_class: str = ""
+    #: The queue policy's number for this request's current heap entry (0: not queued):
+    #: an entry whose number differs is stale (the request left, or was queued again).
+    queue_entry: int = 0
 
     # The header's fields, read through (one stamp, one place).
     @property

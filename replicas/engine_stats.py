@@ -8,10 +8,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any
-
-_TOKENS, _BUSY = itemgetter(1), itemgetter(2)  # of a (t, tokens, busy_s) sample
 
 
 class ThroughputWindow:
@@ -20,7 +17,11 @@ class ThroughputWindow:
     def __init__(self, window_s: float = 30.0, max_gap_s: float = 1.0) -> None:
         self.window_s = window_s
         self.max_gap_s = max_gap_s
-        self._samples: deque[tuple[float, int, float]] = deque()  # (t, tokens, busy_s)
+        # the samples in the window, one deque per field (summed in C), oldest first
+        self._times: deque[float] = deque()
+        self._tokens: deque[int] = deque()
+        self._busy_s: deque[float] = deque()
+        self._window_tokens = 0  # an integer: kept exactly as the deque's sum
         self._last_t: float | None = None
         self.total_tokens = 0
 
@@ -28,15 +29,20 @@ class ThroughputWindow:
         gap = 0.0 if self._last_t is None else min(max(now_s - self._last_t, 0.0), self.max_gap_s)
         self._last_t = now_s
         self.total_tokens += num_tokens
+        times = self._times
         if busy or num_tokens:
-            self._samples.append((now_s, num_tokens, gap))
-        while self._samples and now_s - self._samples[0][0] > self.window_s:
-            self._samples.popleft()
+            times.append(now_s)
+            self._tokens.append(num_tokens)
+            self._busy_s.append(gap)
+            self._window_tokens += num_tokens
+        while times and now_s - times[0] > self.window_s:
+            times.popleft()
+            self._window_tokens -= self._tokens.popleft()
+            self._busy_s.popleft()
 
     def tokens_per_s(self) -> float:
-        busy_s = sum(map(_BUSY, self._samples))  # the same sums as a loop, in C
-        tokens = sum(map(_TOKENS, self._samples))
-        return tokens / busy_s if busy_s > 0 else 0.0
+        busy_s = sum(self._busy_s)
+        return self._window_tokens / busy_s if busy_s > 0 else 0.0
 
 
 class EngineStatsSink:

@@ -25,7 +25,10 @@ from typing import ClassVar, Protocol
 
 from orchestrator.queued import QueuedRequest
 
-_Entry = tuple[tuple, int, QueuedRequest]
+#: A heap entry: (policy key, push number, request, its group).  The push number is
+#: unique, so comparisons never reach the request; an entry is live while the request's
+#: ``queue_entry`` is its number.
+_Entry = tuple[tuple, int, QueuedRequest, tuple[str, str]]
 
 
 class QueueObserver(Protocol):
@@ -65,8 +68,9 @@ class QueuePolicy(ABC):
         self._live[request.request_id] = request
         group = request.group
         self._n += 1
+        request.queue_entry = self._n
         key = self.key(request)
-        heapq.heappush(self._heaps.setdefault(group, []), (key, self._n, request))
+        heapq.heappush(self._heaps.setdefault(group, []), (key, self._n, request, group))
         self._counts[group] = self._counts.get(group, 0) + 1
         for observer in self._observers:
             observer.queued(request, key)
@@ -75,11 +79,13 @@ class QueuePolicy(ABC):
         """Take a request out (dispatched, cancelled or expired); None if absent."""
         request = self._live.pop(request_id, None)
         if request is not None:
-            self._counts[request.group] -= 1
-            heap = self._heaps[request.group]
-            if len(heap) > 2 * self._counts[request.group] + 32:
-                self._heaps[request.group] = [e for e in heap if self._live.get(e[2].request_id) is e[2]]
-                heapq.heapify(self._heaps[request.group])
+            request.queue_entry = 0
+            group = request.group
+            self._counts[group] -= 1
+            heap = self._heaps[group]
+            if len(heap) > 2 * self._counts[group] + 32:
+                self._heaps[group] = [e for e in heap if e[2].queue_entry == e[1]]
+                heapq.heapify(self._heaps[group])
             for observer in self._observers:
                 observer.removed(request, self.key(request))
         return request
@@ -108,7 +114,7 @@ class QueuePolicy(ABC):
         heap = self._heaps.get(group)
         while heap:
             entry = heap[0]
-            if self._live.get(entry[2].request_id) is entry[2]:
+            if entry[2].queue_entry == entry[1]:
                 return entry
             heapq.heappop(heap)
         return None
@@ -133,19 +139,18 @@ class QueuePolicy(ABC):
         for request in requests:
             self.push(request, now_s)
 
-    def ordered(self, now_s: float) -> Iterator[QueuedRequest]:
-        """Every queued request, first to dispatch first (``O(n log n)``: for periodic
-        passes and snapshots, not for the dispatch path)."""
-        entries = [e for heap in self._heaps.values() for e in heap
-                   if self._live.get(e[2].request_id) is e[2]]
-        entries.sort()  # by (key, push number): the number is unique, so never further
-        return iter([e[2] for e in entries])
+    def ordered(self, now_s: float) -> list[_Entry]:
+        """Every queued request's entry (key, number, request, group), first to dispatch
+        first (``O(n log n)``: for periodic passes, not for the dispatch path)."""
+        entries = [e for heap in self._heaps.values() for e in heap if e[2].queue_entry == e[1]]
+        entries.sort()  # by (key, number): the number is unique, so never further
+        return entries
 
     def rekey(self, now_s: float) -> None:
         """Rebuild the heaps after request fields that ``key`` reads have changed."""
         for group, heap in self._heaps.items():
-            self._heaps[group] = [(self.key(e[2]), e[1], e[2]) for e in heap
-                                  if self._live.get(e[2].request_id) is e[2]]
+            self._heaps[group] = [(self.key(e[2]), e[1], e[2], group) for e in heap
+                                  if e[2].queue_entry == e[1]]
             heapq.heapify(self._heaps[group])
 
 

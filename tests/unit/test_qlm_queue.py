@@ -153,6 +153,23 @@ def test_edf_orders_by_deadline_across_groups_fifo_by_arrival():
         assert got == expect, policy
 
 
+def test_a_request_taken_and_pushed_back_is_queued_once():
+    """The entry it was taken from is stale once it is pushed back: the order yields it
+    once, and the next take returns it once (the heap's stale head is dropped)."""
+    policy = make_queue_policy("edf")
+    for i in range(3):
+        r = req(i)
+        r.deadline_s, r.seq = float(i), i
+        policy.push(r, 0.0)
+    first = policy.take([("m", "standard")])
+    assert first is not None and first.request_id == "r0"
+    policy.push_back([first], 0.0)
+    assert [e[2].request_id for e in policy.ordered(0.0)] == ["r0", "r1", "r2"]
+    taken = [policy.take([("m", "standard")]) for _ in range(4)]
+    assert [t.request_id if t else None for t in taken] == ["r0", "r1", "r2", None]
+    assert len(policy) == 0
+
+
 def test_qlm_moves_late_requests_behind_those_that_can_still_make_it():
     d, clock = make("qlm")
     d.report(stats("a", seqs=1, tps=100.0, running=1))
@@ -385,7 +402,8 @@ def test_the_drain_rate_measured_from_a_backlog_calibrates_the_estimate():
     ahead = [req(20 + i, tokens=100) for i in range(2)]
     for r in ahead:
         est.annotate(r)
-    est.run_pass(ahead, lambda r: (r.request_id,), [view], now_s=20.0)
+    est.run_pass([((r.request_id,), i, r, r.group) for i, r in enumerate(ahead)], [view],
+                 now_s=20.0)
     probe = req(99, tokens=100)
     est.annotate(probe)
     assert est.admission_wait_s(probe, ("r99",), [view]) == pytest.approx(2.0)
