@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from benchmarks.client_capacity import free_port
-from benchmarks.predictor_accuracy import evaluate, format_table, split, trace_segments
 from benchmarks.runner import tokenize_fn
 
 DEFAULT_TRACE = "../shared/workloads/mars_multi_api.json"
@@ -37,6 +36,11 @@ def add_bench_parsers(bench) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from benchmarks.predictor_accuracy import (  # numpy, the predictor: on use
+        evaluate,
+        format_table,
+        trace_segments,
+    )
     segments = trace_segments(args.trace, tokenize_fn(args.tokenizer))
     if args.bench == "predictor-accuracy":
         reports = [evaluate(segments, int(s)) for s in args.seeds.split(",")]
@@ -55,6 +59,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def train_classifier_on_trace(args: argparse.Namespace) -> int:
+    from benchmarks.predictor_accuracy import (
+        trace_segments,  # numpy, the predictor: on use
+    )
     from predictor_service.training import train_classifier
     segments = trace_segments(args.trace, tokenize_fn(args.tokenizer))
     result = train_classifier([s.text for s in segments], [s.prompt_tokens for s in segments],
@@ -84,6 +91,7 @@ async def _measure(address: str, segments, length_model: str, levels: list[int],
                    seconds: float) -> dict:
     import grpc
 
+    from benchmarks.predictor_accuracy import split  # numpy, the predictor: on use
     from predictor_service.client import observation_to_pb, query_to_pb
     from predictor_service.proto import predictor_pb2 as pb
     from predictor_service.proto import predictor_pb2_grpc as pb_grpc

@@ -45,11 +45,12 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_array
+
+if TYPE_CHECKING:  # scipy is imported when a plan is solved: only QLM pays its start-up
+    from scipy.optimize import Bounds, LinearConstraint
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +287,8 @@ class _Program:
 def _build_program(ordered: Sequence[PlanGroup], replicas: Sequence[PlanReplica],
                    swap_cost_s: float, allow_model_swap: bool) -> _Program:
     """Variables: x[i,j] at ``i*R + j`` for groups ``ordered`` (EDF order), then L_i."""
+    from scipy.optimize import Bounds, LinearConstraint
+    from scipy.sparse import coo_array
     num_groups, num_replicas = len(ordered), len(replicas)
     num_x = num_groups * num_replicas
     c = np.zeros(num_x + num_groups)
@@ -364,6 +367,7 @@ def plan_milp(groups: Sequence[PlanGroup], replicas: Sequence[PlanReplica], *,
     ``time_limit_s`` with an incumbent, "greedy" when it has no solution or its
     incumbent is worse than :func:`plan_greedy`'s, "empty" when no group can be placed.
     """
+    from scipy.optimize import milp
     started_s = time.perf_counter()
     _validate(groups, replicas, swap_cost_s)
     if not (math.isfinite(time_limit_s) and time_limit_s > 0):
