@@ -1,0 +1,60 @@
+"""The step-cost fit (simulator.fit) on synthetic step records with known coefficients."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from replicas.policy.profile import StepRecord
+from simulator.fit import fit_linear, score, split
+
+
+def records(c: float, a: float, b: float, n: int = 400, noise: float = 0.0,
+            seed: int = 0) -> list[StepRecord]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        tokens, context = rng.randint(1, 2048), rng.randint(16, 60_000)
+        ms = (c + a * tokens + b * context) * (1 + rng.gauss(0, noise))
+        out.append(StepRecord(tokens, rng.randint(1, 64), tokens // 2, context, ms))
+    return out
+
+
+def test_recovers_known_coefficients_exactly_without_noise() -> None:
+    cost = fit_linear(records(10.0, 0.0463, 0.0004))
+    assert cost.c_ms == pytest.approx(10.0, rel=1e-9)
+    assert cost.a_ms_per_token == pytest.approx(0.0463, rel=1e-9)
+    assert cost.b_ms_per_context_token == pytest.approx(0.0004, rel=1e-9)
+    s = score(cost, records(10.0, 0.0463, 0.0004, seed=1))
+    assert s.num_steps == 400 and s.mean_abs_error < 1e-9 and abs(s.total_bias) < 1e-9
+
+
+def test_noise_shows_in_the_held_out_error_not_in_the_bias() -> None:
+    fit, held = split(records(5.0, 0.02, 0.0005, n=2000, noise=0.2), held_out=0.3, seed=0)
+    assert len(held) == 600 and len(fit) == 1400
+    cost = fit_linear(fit)
+    assert cost.a_ms_per_token == pytest.approx(0.02, rel=0.05)
+    s = score(cost, held)
+    assert 0.1 < s.mean_abs_error < 0.25  # E|N(0, 0.2)| ≈ 0.16 of the mean
+    assert abs(s.total_bias) < 0.03
+
+
+def test_a_negative_coefficient_is_dropped_and_the_rest_refitted() -> None:
+    # step time falls with context (not a physical model): b would be negative
+    cost = fit_linear(records(20.0, 0.05, -0.0001))
+    assert cost.b_ms_per_context_token == 0.0
+    assert cost.c_ms >= 0 and cost.a_ms_per_token > 0
+
+
+def test_too_few_records_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="at least 3 step records"):
+        fit_linear(records(1.0, 1.0, 0.0, n=2))
+
+
+def test_the_split_is_seeded_and_disjoint() -> None:
+    rs = records(1.0, 0.01, 0.0, n=50)
+    a1, b1 = split(rs, held_out=0.2, seed=3)
+    a2, b2 = split(rs, held_out=0.2, seed=3)
+    assert a1 == a2 and b1 == b2 and len(b1) == 10
+    assert not {id(r) for r in a1} & {id(r) for r in b1}
