@@ -6,8 +6,15 @@ import math
 
 import pytest
 
-from simulator.fidelity_targets import (Estimate, Kind, Verdict, check_order, estimate,
-                                        format_judgements, judge)
+from simulator.fidelity_targets import (
+    Estimate,
+    Kind,
+    Verdict,
+    check_order,
+    estimate,
+    format_judgements,
+    judge,
+)
 
 
 def test_estimate_is_the_student_t_interval() -> None:
