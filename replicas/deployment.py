@@ -34,7 +34,7 @@ from replicas.scheduler_ops import Configure, SchedulerState
 from replicas.stats_report import PolicyCounters, ReplicaReportInputs, replica_stats
 from replicas.tool_calls import ToolCallParser
 from replicas.tools import ToolExecutor, parse_tools
-from replicas.turns import TurnRunner, outlook_extra, predicted_outlook
+from replicas.turns import Predict, TurnRunner, outlook_extra, predicted_outlook
 from replicas.types import (
     AugTurn,
     ReplicaLimits,
@@ -51,7 +51,10 @@ class ReplicaCore:
     """Everything of the replica except Serve itself (unit-testable with a fake engine)."""
 
     def __init__(self, config: ReplicaConfig, engine: ReplicaEngine, replica_id: str,
-                 deployment: str, tools: ToolExecutor | None = None) -> None:
+                 deployment: str, tools: ToolExecutor | None = None,
+                 predict_resume: Predict | None = None) -> None:
+        """``predict_resume``: the prediction at each resume (default: ask the shared
+        predictor's client; a benchmark replaying on one replica passes the true lengths)."""
         self.config = config
         self.engine = engine
         self.replica_id = replica_id
@@ -80,7 +83,8 @@ class ReplicaCore:
         self.turns = TurnRunner(engine, self.policy, profile=lambda: self.profile,
                                 load=lambda: self.load, kv_usage=self._kv_usage,
                                 budget=self.budget, tools=tools, tokenize=self._tokenize,
-                                predict=self._predict_resume, on_pause=self._on_pause,
+                                predict=predict_resume or self._predict_resume,
+                                on_pause=self._on_pause,
                                 parser=self._parser(engine, tools),
                                 max_tool_rounds=config.max_tool_rounds,
                                 max_model_len=engine.max_model_len or config.engine.max_model_len)

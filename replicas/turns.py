@@ -34,7 +34,7 @@ from replicas.tools import ToolCall, ToolExecutor, ToolResult
 from replicas.turn_plan import TurnPlan, predicted_outlook
 from replicas.types import AugTurn, ReplicaRequest, SamplingSpec, TokenDelta
 
-__all__ = ["Flow", "TurnCounters", "TurnRunner", "outlook_extra", "predicted_outlook"]
+__all__ = ["Flow", "Predict", "TurnCounters", "TurnRunner", "outlook_extra", "predicted_outlook"]
 
 Predict = Callable[[ReplicaRequest, list[int], AugTurn], Awaitable[Prediction | None]]
 Tokenize = Callable[[str], list[int]]

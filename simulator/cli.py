@@ -99,6 +99,36 @@ def main_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def main_fidelity(args: argparse.Namespace) -> int:
+    from simulator import fidelity
+
+    default = fidelity.QUICK_CONFIGS if args.quick else fidelity.FULL_CONFIGS
+    configs = [c for c in (args.configs or ",".join(default)).split(",") if c]
+    reps = args.reps if args.reps is not None else (1 if args.quick else 3)
+    try:
+        if reps < 1:
+            raise SettingsError(f"--reps must be >= 1, got {reps}")
+        bench = compare_defaults(configs[0]) if configs else None
+        if args.time_scale is None and bench is not None:  # both sides: the config's scale
+            args.time_scale = bench.time_scale
+        args.profile, args.duration_s, args.noise, args.oracle = (
+            fidelity.CPU_PROFILE, None, 0.0, True)
+        cfgs, settings, rates, _opts, workload = _prepare(args, configs)
+        if args.quick and not args.rates:
+            rates = rates[:1]
+        out = Path(args.out)
+        points = [fidelity.run_point(path, cfg, workload, rate, settings, reps,
+                                     out / Path(path).stem / f"rate-{rate:g}")
+                  for path, cfg in cfgs.items() for rate in rates]
+    except ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    checks = fidelity.order_checks(points)
+    print(fidelity.report(points, checks))
+    fidelity.write(out, points, checks)
+    return 0
+
+
 def _write_compare(out: Path, results: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(results, indent=2))
@@ -129,6 +159,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--noise", type=float, default=0.0,
                        help="oracle with Gaussian noise of this relative sd on the lengths")
         q.add_argument("--out", required=True)
+    f = sim.add_parser("fidelity", help="the simulator against the real engine, with CIs")
+    add_workload_args(f)
+    f.add_argument("--configs", default=None, help="comma-separated Serve configs "
+                   "(default: fcfs, infercept and lamps; --quick: fcfs and lamps)")
+    f.add_argument("--rates", default=None, help="comma-separated rates (default: the first "
+                   "config's bench.rates; --quick: its first)")
+    f.add_argument("--reps", type=int, default=None,
+                   help="real repetitions per point (default 3; --quick: 1)")
+    f.add_argument("--quick", action="store_true",
+                   help="fcfs and lamps at one rate, one repetition: a smoke run")
+    f.add_argument("--out", required=True)
     from simulator.exact import add_parser as add_exact  # vLLM is imported only when it runs
     add_exact(sim)
     p.set_defaults(func=_main)
@@ -138,4 +179,6 @@ def _main(args: argparse.Namespace) -> int:
     if args.simulate == "exact":
         from simulator.exact import main
         return main(args)
+    if args.simulate == "fidelity":
+        return main_fidelity(args)
     return main_run(args) if args.simulate == "run" else main_compare(args)

@@ -157,3 +157,14 @@ def test_the_simulator_never_imports_vllm_or_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_fidelity_refuses_bad_settings_before_starting_an_engine(workload: str, tmp_path: Path,
+                                                                 capsys) -> None:
+    assert _run(["fidelity", "--workload", workload, "--configs", CONFIG, "--reps", "0",
+                 "--out", str(tmp_path)]) == 2
+    assert "--reps must be >= 1" in capsys.readouterr().err
+    assert _run(["fidelity", "--workload", workload, "--configs", "no/such.yaml",
+                 "--out", str(tmp_path)]) == 2
+    assert "no/such.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "fidelity.json").exists()

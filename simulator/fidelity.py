@@ -1,0 +1,165 @@
+"""``augserve simulate fidelity``: the simulator against the real engine, point by point.
+
+A point is one replica config at one rate.  Its real side replays the workload on one
+replica's ``ReplicaCore`` over the real vLLM engine in this process
+(:mod:`benchmarks.direct_replay`: no Serve, less noise), ``--reps`` times on the same
+arrivals; its simulated side is one ``simulate run`` of the same config, workload, seed
+and time scale with the CPU profile.  Both sides get the true lengths as predictions.
+Each figure is judged by :mod:`simulator.fidelity_targets`; where the real CIs separate
+two configs at a rate, the simulator must order them the same way.
+
+Only replica policies are covered so far (the queue-policy points, which need the Serve
+app, are not built).  ``--quick``: fcfs and lamps at one rate, one repetition — every
+verdict is then "inconclusive" (one sample has no CI): a smoke run of the whole path."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.metrics import summarize
+from benchmarks.runner import ReplaySettings
+from benchmarks.workload import Workload
+from simulator.fidelity_targets import (Estimate, Judgement, Kind, OrderCheck, check_order,
+                                        estimate, format_judgements, judge)
+from simulator.run import SimOptions, prepare_workload, run_once, slo_targets
+from simulator.setup import SimFleetConfig
+
+QUICK_CONFIGS = ("deploy/serve/bench-fcfs.yaml", "deploy/serve/bench-lamps.yaml")
+FULL_CONFIGS = ("deploy/serve/bench-fcfs.yaml", "deploy/serve/bench-infercept.yaml",
+                "deploy/serve/bench-lamps.yaml")
+CPU_PROFILE = "cpu-tiny-llama"
+
+#: (figure, where in a run's figures, rule).  Central figures become tails at a saturated
+#: point (the caller says which points are saturated).
+FIGURES: tuple[tuple[str, Kind], ...] = (
+    ("e2e mean s", Kind.CENTRAL), ("e2e p50 s", Kind.CENTRAL), ("ttft mean s", Kind.CENTRAL),
+    ("ttft p50 s", Kind.CENTRAL), ("e2e p99 s", Kind.TAIL), ("preserve %", Kind.POINTS),
+    ("recomputed tokens", Kind.COUNT), ("preemptions", Kind.COUNT))
+
+
+def figures(summary: dict[str, Any], ttfts_s: Sequence[float],
+            counters: dict[str, float]) -> dict[str, float]:
+    """The judged figures of one run: its summary, its completed requests' TTFTs and its
+    replica's counters."""
+    calls = sum(counters.get(k, 0.0) for k in ("calls_preserve", "calls_discard", "calls_swap"))
+    return {"e2e mean s": summary["mean_e2e_s"], "e2e p50 s": summary["p50_e2e_s"],
+            "ttft mean s": summary["mean_ttft_s"],
+            "ttft p50 s": statistics.median(ttfts_s) if ttfts_s else math.nan,
+            "e2e p99 s": summary["p99_e2e_s"],
+            "preserve %": 100.0 * counters.get("calls_preserve", 0.0) / calls if calls else 0.0,
+            "recomputed tokens": counters.get("recomputed_tokens", 0.0),
+            "preemptions": counters.get("num_preempted_total", 0.0)}
+
+
+@dataclass(frozen=True, slots=True)
+class PointResult:
+    config: str
+    rate: float
+    real: dict[str, Estimate | None]
+    simulated: dict[str, float]
+    judgements: list[Judgement]
+
+
+def _real_runs(cfg: SimFleetConfig, workload: Workload, reps: int) -> list[dict[str, float]]:
+    from benchmarks.direct_replay import replay  # starts the real engine
+
+    out = []
+    for _ in range(reps):
+        run = asyncio.run(replay(cfg.app, workload))
+        failed = [r.error for r in run.records if not r.ok]
+        if failed:
+            raise RuntimeError(f"{len(failed)} real requests failed, e.g. {failed[0]}")
+        summary = summarize(run.records, slo_targets(cfg), run.duration_s)
+        ttfts = [t for r in run.records if r.ok and (t := r.ttft_s) is not None]
+        out.append(figures(summary, ttfts, run.stats.extra))
+    return out
+
+
+def _simulated(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
+               settings: ReplaySettings, opts: SimOptions, out_dir: Path) -> dict[str, float]:
+    result = run_once(cfg, workload, rate, settings, opts, out_dir, path)
+    rows = json.loads((out_dir / "replicas.json").read_text())
+    counters: dict[str, float] = {}
+    for row in rows:
+        for k, v in row.items():
+            if isinstance(v, (int, float)):
+                counters[k] = counters.get(k, 0.0) + float(v)
+    with (out_dir / "requests.csv").open() as f:
+        ttfts = [float(row["ttft_s"]) for row in csv.DictReader(f)
+                 if row["ok"] == "True" and row["ttft_s"] not in ("", "None")]
+    return figures(result["summary"], ttfts, counters)
+
+
+def run_point(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
+              settings: ReplaySettings, reps: int, out_dir: Path,
+              saturated: bool = False) -> PointResult:
+    opts = SimOptions(CPU_PROFILE, settings.seed, oracle=True)
+    w = prepare_workload(workload, cfg, rate, settings, opts)
+    real_runs = _real_runs(cfg, w, reps)
+    sim = _simulated(path, cfg, workload, rate, settings, opts, out_dir)
+    real: dict[str, Estimate | None] = {}
+    judgements = []
+    for name, kind in FIGURES:
+        values = [r[name] for r in real_runs]
+        est = estimate(values) if len(values) >= 2 else Estimate(values[0], float("inf"), 1)
+        real[name] = est
+        rule = Kind.TAIL if saturated and kind is Kind.CENTRAL else kind
+        judgements.append(judge(name, rule, est, sim[name]))
+    return PointResult(path, rate, real, sim, judgements)
+
+
+def order_checks(points: Sequence[PointResult]) -> list[OrderCheck]:
+    """Every pair of configs at the same rate, on mean e2e and mean TTFT."""
+    checks = []
+    for i, a in enumerate(points):
+        for b in points[i + 1:]:
+            if a.rate != b.rate:
+                continue
+            for fig in ("e2e mean s", "ttft mean s"):
+                ra, rb = a.real[fig], b.real[fig]
+                if ra is None or rb is None:
+                    continue
+                checks.append(check_order(fig, Path(a.config).stem, ra, a.simulated[fig],
+                                          Path(b.config).stem, rb, b.simulated[fig]))
+    return checks
+
+
+def report(points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> str:
+    parts = []
+    for p in points:
+        parts.append(f"\n### {Path(p.config).stem} at {p.rate:g} req/s\n")
+        parts.append(format_judgements(p.judgements))
+    if checks:
+        parts.append("\n### Order where the real CIs separate\n")
+        parts.append("| figure | first | second | real CIs separate | verdict |")
+        parts.append("|---|---|---|---|---|")
+        for c in checks:
+            parts.append(f"| {c.figure} | {c.first} | {c.second} | {c.separated} | "
+                         f"{c.verdict.value} |")
+    return "\n".join(parts)
+
+
+def write(out: Path, points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    obj = {"points": [{"config": p.config, "rate": p.rate, "simulated": p.simulated,
+                       "real": {k: None if v is None else {"mean": v.mean,
+                                                           "half_width": v.half_width,
+                                                           "n": v.n}
+                                for k, v in p.real.items()},
+                       "judgements": [{"figure": j.figure, "kind": j.kind.value,
+                                       "error": j.error, "tolerance": j.tolerance,
+                                       "verdict": j.verdict.value} for j in p.judgements]}
+                      for p in points],
+           "order": [{"figure": c.figure, "first": c.first, "second": c.second,
+                      "separated": c.separated, "verdict": c.verdict.value} for c in checks]}
+    (out / "fidelity.json").write_text(json.dumps(obj, indent=2, default=str))
+    print(f"wrote {out}/fidelity.json", file=sys.stderr)

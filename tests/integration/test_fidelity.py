@@ -1,0 +1,46 @@
+"""``augserve simulate fidelity --quick``'s whole path on a few requests: the real side on
+the vLLM CPU engine (one replica, no Serve), the simulated side, the judged table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+WORKLOAD = [
+    {"id": "a", "prompt_tokens": 100, "turns": [
+        {"generate_tokens": 20, "api_name": "search", "api_duration_s": 1.0, "api_tokens": 10},
+        {"generate_tokens": 10}]},
+    {"id": "b", "prompt_tokens": 50, "turns": [{"generate_tokens": 30}]},
+    {"id": "c", "prompt_tokens": 300, "turns": [
+        {"generate_tokens": 5, "api_name": "calc", "api_duration_s": 0.1, "api_tokens": 3},
+        {"generate_tokens": 8}]},
+]
+
+
+def test_quick_fidelity_runs_both_sides_and_judges_every_figure(tmp_path: Path) -> None:
+    workload = tmp_path / "w.jsonl"
+    workload.write_text("\n".join(json.dumps(r) for r in WORKLOAD) + "\n")
+    out = tmp_path / "fid"
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "simulate", "fidelity", "--workload",
+         str(workload), "--configs", "deploy/serve/bench-lamps.yaml", "--quick",
+         "--no-progress", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| e2e mean s |" in proc.stdout and "inconclusive" in proc.stdout
+    result = json.loads((out / "fidelity.json").read_text())
+    (point,) = result["points"]
+    assert point["config"] == "deploy/serve/bench-lamps.yaml"
+    figures = [j["figure"] for j in point["judgements"]]
+    assert figures == ["e2e mean s", "e2e p50 s", "ttft mean s", "ttft p50 s", "e2e p99 s",
+                       "preserve %", "recomputed tokens", "preemptions"]
+    # one repetition has no confidence interval: nothing is claimed as met
+    assert {j["verdict"] for j in point["judgements"]} == {"inconclusive"}
+    real, sim = point["real"], point["simulated"]
+    assert real["e2e mean s"]["n"] == 1 and real["e2e mean s"]["mean"] > 0
+    assert sim["e2e mean s"] > 0 and sim["ttft mean s"] > 0
+    # the simulated side wrote the bench schema beside it
+    assert (out / "bench-lamps" / "rate-0.1" / "requests.csv").exists()
