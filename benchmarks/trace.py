@@ -64,7 +64,9 @@ def _token_shape(rid: str, segments: list[dict], where: str) -> WorkloadRequest:
     turns = []
     for i, s in enumerate(segments):
         try:
-            name, d, m = _api(s, int(s.get("api_token_length", 0)))
+            # a result has no negative length (the multi-API trace gives -2 in 4 segments,
+            # which the API would refuse with 400): clamped to 0
+            name, d, m = _api(s, max(0, int(s.get("api_token_length", 0))))
             turns.append(Turn(max(1, int(s["completion_tokens"])), name, d, m))
         except KeyError as exc:
             raise WorkloadError(f"{where} segment {i}: missing key {exc.args[0]!r}") from None

@@ -138,3 +138,15 @@ def test_metric_math_on_hand_made_timelines():
     never = rec(5)
     never.send_s = 0.0
     assert summarize([late, never], {}, 1.0)["not_sent"] == 1
+
+
+def test_a_negative_api_result_length_in_a_trace_is_clamped_to_zero(tmp_path):
+    """The multi-API trace gives -2 tokens for four API results; the API refuses negative
+    ``api_tokens`` (400), so the loader clamps them, for the simulator and the client alike."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"r": [
+        {"prompt_tokens": 10, "completion_tokens": 3, "api_time": 0.5, "api_token_length": -2},
+        {"completion_tokens": 4}]}))
+    (req,) = load_trace(str(path), lambda text: text.split()).requests
+    assert [t.api_tokens for t in req.turns] == [0, 0]
+    assert req.turns[0].api_name is not None and req.turns[0].api_duration_s == 0.5
