@@ -71,3 +71,10 @@ def test_table_shows_each_verdict() -> None:
     table = format_judgements(rows)
     assert "| e2e mean | 10 ± 0.5 (n=3) | 10.5 | +5.0 % | ±10 % | met |" in table
     assert "| preserve % | 40 ± 2 (n=3) | 50 | +10.0 pt | ±5 pt | missed |" in table
+
+
+def test_a_figure_that_is_zero_in_every_real_run_can_be_met() -> None:
+    zero = estimate([0.0, 0.0, 0.0])
+    assert zero.half_width == 0.0 and zero.relative_half_width == 0.0
+    assert judge("preemptions", Kind.COUNT, zero, 0.0).verdict is Verdict.MET
+    assert judge("preemptions", Kind.COUNT, zero, 3.0).verdict is Verdict.MISSED
