@@ -57,6 +57,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from augserve_common.redis_url import redacted
+from orchestrator import store_compat
 from orchestrator.queued import QueuedRequest
 from orchestrator.store import (
     RECORD_STATES,
@@ -416,7 +417,7 @@ class RedisStore(QueueStore):
                     corrupt.append((rid, f"{type(exc).__name__}: {exc}"))
 
     def _decode(self, request_id: str, fields: dict[bytes, bytes]) -> StoredRequest:
-        request = pickle.loads(fields[b"payload"])
+        request = store_compat.loads(fields[b"payload"])  # the previous layout too
         if not isinstance(request, QueuedRequest) or request.request_id != request_id:
             raise ValueError(f"payload is not the QueuedRequest {request_id}")
         state = fields[b"state"].decode()
