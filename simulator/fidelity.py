@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.metrics import summarize
+from benchmarks.report import results_object, write_run
 from benchmarks.runner import ReplaySettings
 from benchmarks.workload import Workload
 from simulator.fidelity_targets import (Estimate, Judgement, Kind, OrderCheck, check_order,
@@ -69,16 +70,24 @@ class PointResult:
     judgements: list[Judgement]
 
 
-def _real_runs(cfg: SimFleetConfig, workload: Workload, reps: int) -> list[dict[str, float]]:
+def _real_runs(path: str, cfg: SimFleetConfig, workload: Workload, rate: float, reps: int,
+               out_dir: Path) -> list[dict[str, float]]:
+    """The real repetitions; each one's records written as a bench run (``real-K/``:
+    results.json, requests.csv, plots) beside the simulated run's."""
     from benchmarks.direct_replay import replay  # starts the real engine
 
     out = []
-    for _ in range(reps):
+    for k in range(1, reps + 1):
         run = asyncio.run(replay(cfg.app, workload))
         failed = [r.error for r in run.records if not r.ok]
         if failed:
             raise RuntimeError(f"{len(failed)} real requests failed, e.g. {failed[0]}")
-        summary = summarize(run.records, slo_targets(cfg), run.duration_s)
+        targets = slo_targets(cfg)
+        summary = summarize(run.records, targets, run.duration_s)
+        meta = {**workload.describe(), "simulated": False, "direct_replica": True,
+                "repetition": k}
+        write_run(out_dir / f"real-{k}", results_object(meta, path, rate, summary, targets,
+                                                        "server"), run.records)
         ttfts = [t for r in run.records if r.ok and (t := r.ttft_s) is not None]
         out.append(figures(summary, ttfts, run.stats.extra))
     return out
@@ -104,7 +113,7 @@ def run_point(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
               saturated: bool = False) -> PointResult:
     opts = SimOptions(CPU_PROFILE, settings.seed, oracle=True)
     w = prepare_workload(workload, cfg, rate, settings, opts)
-    real_runs = _real_runs(cfg, w, reps)
+    real_runs = _real_runs(path, cfg, w, rate, reps, out_dir)
     sim = _simulated(path, cfg, workload, rate, settings, opts, out_dir)
     real: dict[str, Estimate | None] = {}
     judgements = []

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
+
+from benchmarks.report import RESULTS_SCHEMA_PATH
+
 WORKLOAD = [
     {"id": "a", "prompt_tokens": 100, "turns": [
         {"generate_tokens": 20, "api_name": "search", "api_duration_s": 1.0, "api_tokens": 10},
@@ -42,5 +46,13 @@ def test_quick_fidelity_runs_both_sides_and_judges_every_figure(tmp_path: Path) 
     real, sim = point["real"], point["simulated"]
     assert real["e2e mean s"]["n"] == 1 and real["e2e mean s"]["mean"] > 0
     assert sim["e2e mean s"] > 0 and sim["ttft mean s"] > 0
-    # the simulated side wrote the bench schema beside it
-    assert (out / "bench-lamps" / "rate-0.1" / "requests.csv").exists()
+    # both sides wrote the bench schema: the simulated run and the real repetition
+    run_dir = out / "bench-lamps" / "rate-0.1"
+    assert (run_dir / "requests.csv").exists()
+    real_run = json.loads((run_dir / "real-1" / "results.json").read_text())
+    schema = json.loads(Path(RESULTS_SCHEMA_PATH).read_text())
+    jsonschema.validate(real_run, schema)
+    jsonschema.validate(json.loads((run_dir / "results.json").read_text()), schema)
+    assert real_run["workload"]["simulated"] is False and real_run["workload"]["repetition"] == 1
+    assert real_run["summary"]["completed"] == len(WORKLOAD)
+    assert len((run_dir / "real-1" / "requests.csv").read_text().splitlines()) == len(WORKLOAD) + 1
