@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from predictor_service.types import Prediction
-from replicas.types import RequestHeader, SLOSpec
+from replicas.types import HeaderFields, RequestHeader
 
 #: The group of requests that gave explicit targets rather than a class name.
 CUSTOM_SLO_GROUP = "custom"
@@ -15,7 +14,7 @@ NO_SLO_GROUP = "none"
 
 
 @dataclass(eq=False, slots=True)
-class QueuedRequest:
+class QueuedRequest(HeaderFields):
     """A request waiting in (or dispatched from) the global queue."""
 
     header: RequestHeader
@@ -49,35 +48,6 @@ class QueuedRequest:
     #: The queue policy's number for this request's current heap entry (0: not queued):
     #: an entry whose number differs is stale (the request left, or was queued again).
     queue_entry: int = 0
-
-    # The header's fields, read through (one stamp, one place).
-    @property
-    def request_id(self) -> str:
-        return self.header.request_id
-
-    @property
-    def model(self) -> str:
-        return self.header.model
-
-    @property
-    def priority(self) -> int:
-        return self.header.priority
-
-    @property
-    def slo(self) -> SLOSpec | None:
-        return self.header.slo
-
-    @property
-    def session_id(self) -> str | None:
-        return self.header.session_id
-
-    @property
-    def arrival_s(self) -> float | None:
-        return self.header.arrival_s
-
-    @property
-    def prediction(self) -> Prediction | None:
-        return self.header.prediction
 
     @property
     def slo_class(self) -> str:

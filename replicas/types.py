@@ -68,18 +68,12 @@ class RequestHeader:
     prediction: Prediction | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaRequest:
-    """One generation as the replica sees it: the request's header, tokens in, token
-    deltas out."""
+class HeaderFields:
+    """The header's fields, read through by both views of a request (one stamp, one
+    place).  A mixin without slots of its own: the views are slotted dataclasses."""
 
+    __slots__ = ()
     header: RequestHeader
-    prompt_token_ids: list[int]
-    sampling: SamplingSpec
-    augmentation: tuple[AugTurn, ...] | None = None
-    #: Registered server-side tools the request offers: the replica stops a turn on
-    #: ``</tool_call>``, runs the parsed calls and resumes (empty: no server-side tools).
-    tool_names: tuple[str, ...] = ()
 
     @property
     def request_id(self) -> str:
@@ -102,8 +96,26 @@ class ReplicaRequest:
         return self.header.session_id
 
     @property
+    def arrival_s(self) -> float | None:
+        return self.header.arrival_s
+
+    @property
     def prediction(self) -> Prediction | None:
         return self.header.prediction
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRequest(HeaderFields):
+    """One generation as the replica sees it: the request's header, tokens in, token
+    deltas out."""
+
+    header: RequestHeader
+    prompt_token_ids: list[int]
+    sampling: SamplingSpec
+    augmentation: tuple[AugTurn, ...] | None = None
+    #: Registered server-side tools the request offers: the replica stops a turn on
+    #: ``</tool_call>``, runs the parsed calls and resumes (empty: no server-side tools).
+    tool_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
