@@ -33,7 +33,8 @@ def _options(args: argparse.Namespace) -> SimOptions:
         raise SettingsError(f"--duration-s must be > 0, got {args.duration_s}")
     if not 0 <= args.noise < 10:
         raise SettingsError(f"--noise must be in [0, 10), got {args.noise}")
-    return SimOptions(args.profile, args.seed, args.oracle, args.noise, args.duration_s)
+    return SimOptions(args.profile, args.seed, args.oracle, args.noise, args.duration_s,
+                      micro_steps=args.micro_steps)
 
 
 def _prepare(args: argparse.Namespace, configs: list[str]):
@@ -158,6 +159,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="predictions are the true lengths and API durations")
         q.add_argument("--noise", type=float, default=0.0,
                        help="oracle with Gaussian noise of this relative sd on the lengths")
+        q.add_argument("--micro-steps", action="store_true",
+                       help="step every request one by one instead of advancing decode "
+                       "runs in O(1) per step (the same outputs, slower; a check)")
         q.add_argument("--out", required=True)
     f = sim.add_parser("fidelity", help="the simulator against the real engine, with CIs")
     add_workload_args(f)

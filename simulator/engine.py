@@ -24,6 +24,16 @@ One :meth:`EngineModel.step`:
    session pauses holding its blocks and a slot, its last token dropped from the context
    (the next chunk re-sends it, VLLM_NOTES.md).
 
+**Decode runs** (``fast_decode``): when a step admits, preempts and ends nothing, nothing
+waits, every running request decodes and the coming steps can neither end a turn nor
+run out of blocks, the following steps are computed in O(1) each (their shape: every
+running request one token, the context ``R`` tokens longer per step) and applied request
+by request only when something reads or changes the engine (:meth:`EngineModel.settle`:
+tokens appended, blocks taken and cached in the very order stepping would have, in
+(step, running position) order).  Each step is still one event of the loop, so the
+event order, and with it every output, is byte-identical to stepping request by request
+(tested; ``augserve simulate run --micro-steps`` turns it off).
+
 Not modelled: speculative decoding, KV connectors, encoders, LoRA, async scheduling (the
 CPU platform turns it off), ``long_prefill_token_threshold`` (0 by default).
 """
@@ -131,6 +141,71 @@ class EngineLimits:
     full_sequence_must_fit: bool = True
 
 
+def token_at(index: int) -> int:
+    """The ``index``-th "sampled" token of a replica (from 1): a fixed sequence — the
+    model's text is irrelevant here, and prefix-cache hits come from shared prompts, not
+    from coinciding outputs."""
+    return 100 + (index * 7919) % 800
+
+
+class TokenCounter:
+    """The engine model's sampler: the replica's tokens in the order they are sampled."""
+
+    def __init__(self) -> None:
+        self.num_sampled = 0
+
+    def __call__(self, request: EngineRequest) -> int:
+        self.num_sampled += 1
+        return token_at(self.num_sampled)
+
+    def decode_run(self, num_requests: int, num_steps: int) -> list[list[int]]:
+        """The tokens ``num_steps`` decode steps of ``num_requests`` requests sample, per
+        request, exactly as as many calls in step-major order would give them."""
+        base = self.num_sampled
+        self.num_sampled += num_requests * num_steps
+        return [[token_at(base + k * num_requests + i + 1) for k in range(num_steps)]
+                for i in range(num_requests)]
+
+
+#: The most decode steps one run plans at once (a longer run is planned again).
+DECODE_RUN_HORIZON_STEPS = 256
+
+
+@dataclass(slots=True, eq=False)
+class DecodeRun:
+    """Decode steps computed in O(1) each and not yet applied request by request."""
+
+    #: The running requests, in order, when the run began (unchanged during it).
+    requests: list[EngineRequest]
+    #: Each one's computed tokens when the run began.
+    base_computed: list[int]
+    #: Their sum.
+    base_context: int
+    #: How many steps it may compute (none ends a turn or runs out of blocks).
+    max_steps: int
+    #: Steps computed so far.
+    num_steps: int = 0
+    #: Of those, steps whose end the replica has delivered (kept by the replica).
+    num_delivered: int = 0
+
+    def block_steps(self, block_size: int, blocks_held: list[int], caching: bool,
+                    upto: int) -> list[tuple[int, int]]:
+        """(step, position) of the steps ``1..upto`` at which a request's allocation does
+        something (a new block, or a block filled and cached), in stepping's order."""
+        out = []
+        for i, computed in enumerate(self.base_computed):
+            k = blocks_held[i] * block_size - computed + 1  # the first step past its blocks
+            while k <= upto:
+                out.append((k, i))
+                k += block_size
+            if caching:
+                k = (-computed) % block_size or block_size  # the first step filling a block
+                while k <= upto:
+                    out.append((k, i))
+                    k += block_size
+        return sorted(set(out))
+
+
 @dataclass(slots=True)
 class StepResult:
     """What one step did."""
@@ -148,11 +223,16 @@ class StepResult:
     #: Requests whose turn ended this step (finished or paused).
     turn_ended: list[EngineRequest] = field(default_factory=list)
     swap_in_tokens: int = 0
+    #: A decode-run step: every request of ``run`` sampled one token (the lists are empty).
+    run: DecodeRun | None = None
 
 
 class EngineModel:
     def __init__(self, limits: EngineLimits, kv: KvCache, ranker: WaitingRanker[Any],
-                 next_token: Callable[[EngineRequest], int]) -> None:
+                 next_token: Callable[[EngineRequest], int], *, fast_decode: bool = False,
+                 ) -> None:
+        if fast_decode and not isinstance(next_token, TokenCounter):
+            raise TypeError("fast_decode needs a TokenCounter to sample tokens in bulk")
         self.limits = limits
         self.kv = kv
         self.ranker = ranker
@@ -165,9 +245,12 @@ class EngineModel:
         self.num_preemptions = 0
         self.num_steps = 0
         self.last_step_tokens = 0
+        self.fast_decode = fast_decode
+        self._run: DecodeRun | None = None
 
     # ---- requests in ----------------------------------------------------------------
     def add(self, request: EngineRequest) -> None:
+        self.settle()
         request.status = SeqStatus.WAITING
         self.waiting.add_request(request)
 
@@ -177,6 +260,7 @@ class EngineModel:
         the context it holds; ``arrival_time``: now (vLLM's ``_update_request_as_session``
         restamps it; it stays in the heap where it was)."""
         assert request.status is SeqStatus.PAUSED and request.dropped_token is not None
+        self.settle()
         self.num_paused -= 1
         request.token_ids.append(request.dropped_token)
         request.token_ids.extend(tokens)
@@ -190,6 +274,7 @@ class EngineModel:
         """End a request wherever it is (abort, session closed, demoted): blocks freed."""
         if request.status is SeqStatus.FINISHED:
             return
+        self.settle()
         if request.status is SeqStatus.PAUSED:
             self.num_paused -= 1
         if request.status is SeqStatus.RUNNING:
@@ -213,11 +298,24 @@ class EngineModel:
         return len(self.waiting) + len(self.kv_holding) - self.num_paused
 
     def batch_load(self) -> BatchLoad:
+        run = self._run
+        if run is not None and run.num_steps:
+            return BatchLoad(self.last_step_tokens,
+                             run.base_context + run.num_steps * len(run.requests))
         return BatchLoad(self.last_step_tokens, sum(r.num_computed_tokens for r in self.running))
+
+    def kv_usage(self) -> float:
+        """The KV cache's usage now (decode-run steps applied first)."""
+        self.settle()
+        return self.kv.usage
 
     # ---- one step ---------------------------------------------------------------------
     def step(self) -> StepResult:
         self.num_steps += 1
+        run = self._run
+        if run is not None and run.num_steps < run.max_steps:
+            return self._run_step(run)
+        self.settle()
         self.ranker.before_step(self.waiting, self.batch_load)
         out = StepResult(StepShape())
         budget = self._schedule_running(out, self.limits.max_num_batched_tokens)
@@ -226,7 +324,73 @@ class EngineModel:
         self.ranker.after_step(self.waiting, out.admitted_new)
         self._outputs(out)
         self.last_step_tokens = out.shape.num_tokens
+        if self.fast_decode:
+            self._run = self._plan_run(out)
         return out
+
+    # ---- decode runs --------------------------------------------------------------------
+    def _run_step(self, run: DecodeRun) -> StepResult:
+        """One step of a decode run: what stepping would do, without touching a request
+        (nothing waits, so the ranker only counts the step)."""
+        self.ranker.before_step(self.waiting, self.batch_load)
+        self.ranker.after_step(self.waiting, ())
+        run.num_steps += 1
+        n = len(run.requests)
+        self.last_step_tokens = n
+        return StepResult(StepShape(n, n, 0, run.base_context + run.num_steps * n), run=run)
+
+    def _plan_run(self, out: StepResult) -> DecodeRun | None:
+        """The decode run the next steps may be, after ``out``; None when the next step
+        may do anything but decode every running request by one token."""
+        running = self.running
+        if (out.admitted or out.preempted or out.turn_ended or not running or self.waiting
+                or len(self.kv_holding) != self.num_paused
+                or len(running) > self.limits.max_num_batched_tokens):
+            return None
+        max_steps = DECODE_RUN_HORIZON_STEPS
+        max_model_len = self.limits.max_model_len
+        for r in running:
+            length = len(r.token_ids)
+            if r.num_computed_tokens != length - 1:
+                return None  # a prefill goes on
+            # the last step before a turn can end (by its max_tokens or the model's length)
+            max_steps = min(max_steps, r.max_tokens - r.num_turn_tokens - 1,
+                            max_model_len - length - 1)
+        if max_steps < 1:
+            return None
+        run = DecodeRun(list(running), [r.num_computed_tokens for r in running], 0, max_steps)
+        run.base_context = sum(run.base_computed)
+        kv, bs = self.kv, self.kv.block_size
+        held = [len(kv.blocks_of(r.request_id)) for r in running]
+        free = kv.num_free_blocks
+        if free < len(running) * (max_steps // bs + 1):  # may run out: stop before it does
+            new = run.block_steps(bs, held, False, max_steps)
+            if len(new) > free:
+                run.max_steps = new[free][0] - 1
+                if run.max_steps < 1:
+                    return None
+        return run
+
+    def settle(self) -> None:
+        """Apply the decode run's computed steps request by request: tokens sampled,
+        blocks taken and cached in stepping's order; the run ends."""
+        run, self._run = self._run, None
+        if run is None or not run.num_steps:
+            return
+        m, requests, base = run.num_steps, run.requests, run.base_computed
+        assert isinstance(self._next_token, TokenCounter)
+        for r, tokens in zip(requests, self._next_token.decode_run(len(requests), m)):
+            r.token_ids.extend(tokens)
+        kv = self.kv
+        held = [len(kv.blocks_of(r.request_id)) for r in requests]
+        for k, i in run.block_steps(kv.block_size, held, kv.enable_prefix_caching, m):
+            r = requests[i]
+            r.num_computed_tokens = base[i] + k - 1
+            if not kv.allocate_running(r, 1):
+                raise AssertionError(f"decode run: no block for {r.request_id} at step {k}")
+        for r, computed in zip(requests, base):
+            r.num_computed_tokens = computed + m
+            r.num_turn_tokens += m
 
     def _schedule_running(self, out: StepResult, budget: int) -> int:
         scheduled: dict[EngineRequest, int] = {}  # by identity, in scheduling order

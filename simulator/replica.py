@@ -32,7 +32,15 @@ from replicas.stats_report import PolicyCounters, ReplicaReportInputs, replica_s
 from replicas.turn_plan import TurnPlan, predicted_outlook
 from replicas.types import AugTurn, ReplicaLimits, ReplicaStats
 from simulator.cost import StepCost
-from simulator.engine import EngineLimits, EngineModel, EngineRequest, SeqStatus
+from simulator.engine import (
+    DecodeRun,
+    EngineLimits,
+    EngineModel,
+    EngineRequest,
+    SeqStatus,
+    StepResult,
+    TokenCounter,
+)
 from simulator.events import EventLoop, Phase
 from simulator.kv import KvCache
 
@@ -62,6 +70,9 @@ class ReplicaSetup:
     reserved_slots: int
     budget_check_s: float
     live_profile: bool
+    #: Decode runs computed in O(1) per step (:mod:`simulator.engine`); False steps every
+    #: request one by one (same outputs, slower).
+    fast_decode: bool = True
 
 
 @dataclass(slots=True)
@@ -106,7 +117,8 @@ class SimReplica:
             rerank_every_steps=setup.rerank_every_steps, live_profile=setup.live_profile)
         self.kv = KvCache(setup.num_blocks, setup.block_size,
                           enable_prefix_caching=setup.enable_prefix_caching)
-        self.engine = EngineModel(setup.limits, self.kv, ranker, self._next_token)
+        self.engine = EngineModel(setup.limits, self.kv, ranker, TokenCounter(),
+                                  fast_decode=setup.fast_decode)
         self.budget = PauseBudget(setup.limits.max_num_seqs - setup.reserved_slots,
                                   setup.pause_kv_watermark)
         self.throughput = ThroughputWindow()
@@ -124,17 +136,13 @@ class SimReplica:
         self.calls_by_strategy: dict[str, int] = {s.value: 0 for s in Strategy}
         self.busy_s = 0.0
         self.num_steps = 0
-        self._num_sampled = 0
+        #: The decode run whose steps are being delivered (their tokens not yet counted
+        #: per call).
+        self._delivering: DecodeRun | None = None
 
     @property
     def replica_id(self) -> str:
         return self.setup.replica_id
-
-    def _next_token(self, seq: EngineRequest) -> int:
-        """The "sampled" token: a fixed sequence (the model's text is irrelevant here, and
-        prefix-cache hits come from shared prompts, not from coinciding outputs)."""
-        self._num_sampled += 1
-        return 100 + (self._num_sampled * 7919) % 800
 
     # ---- requests in -------------------------------------------------------------------
     def submit(self, call: SimCall) -> None:
@@ -184,7 +192,7 @@ class SimReplica:
             return
         out = self.engine.step()
         self.num_steps += 1
-        if not out.scheduled:
+        if not out.shape.num_seqs:
             # nothing fits now: an arrival, a resume or a release wakes it again — and the
             # pause budget's own loop keeps checking, as the replica's does every period
             if len(self.budget) and not self._budget_pending:
@@ -201,9 +209,20 @@ class SimReplica:
         self.engine.ranker.record_step(out.shape.num_tokens, step_ms)
         self.loop.at(self.loop.now_s + duration_s, Phase.STEP_END, lambda: self._step_end(out))
 
-    def _step_end(self, out) -> None:
+    def _step_end(self, out: StepResult) -> None:
         now = self.loop.now_s
         self._stepping = False
+        if out.run is not None:  # a decode-run step: each of its requests sampled a token
+            if out.run is not self._delivering:
+                self._flush_run()
+                self._delivering = out.run
+            out.run.num_delivered += 1
+            self.num_output_tokens += out.shape.num_seqs
+            self.throughput.add(now, out.shape.num_seqs, True)
+            self._enforce_budget(now)
+            self._wake()
+            return
+        self._flush_run()
         for seq in out.sampled:
             call = self._by_seq.get(seq.request_id)
             if call is None:
@@ -220,6 +239,17 @@ class SimReplica:
                 self._turn_ended(call, seq)
         self._enforce_budget(now)
         self._wake()
+
+    def _flush_run(self) -> None:
+        """Count the delivered decode-run steps' tokens per call (every request of the
+        run had its first token before it began)."""
+        run, self._delivering = self._delivering, None
+        if run is None:
+            return
+        for seq in run.requests:
+            call = self._by_seq.get(seq.request_id)
+            if call is not None:
+                call.output_tokens += run.num_delivered
 
     def _turn_ended(self, call: SimCall, seq: EngineRequest) -> None:
         assert call.plan is not None
@@ -240,7 +270,7 @@ class SimReplica:
         now = self.loop.now_s
         outlook = seq.outlook or predicted_outlook(len(call.history), call.prediction, turn)
         can_preserve = (seq.status is SeqStatus.PAUSED
-                        and self.budget.can_preserve(self.kv.usage))
+                        and self.budget.can_preserve(self.engine.kv_usage()))
         strategy = call.plan.choose(outlook, self.profile, self.engine.batch_load(), can_preserve)
         if strategy is Strategy.SWAP and (self._swap_used_tokens + len(call.history)
                                           > self.setup.cpu_swap_tokens):
@@ -300,7 +330,7 @@ class SimReplica:
         if now - self._last_budget_s < self.setup.budget_check_s or not len(self.budget):
             return
         self._last_budget_s = now
-        usage = self.kv.usage
+        usage = self.engine.kv_usage()
         victims = self.budget.to_demote(usage, now, starved=is_starved(
             self.engine.num_waiting, len(self.engine.running), len(self.budget),
             self.setup.limits.max_num_seqs, usage, self.budget.kv_watermark))
@@ -324,7 +354,7 @@ class SimReplica:
             num_running=len(engine.running), num_waiting=engine.num_waiting,
             active_request_ids=tuple(self.calls),
             unstarted_request_ids=tuple(rid for rid, c in self.calls.items() if not c.started),
-            num_paused=self.num_paused_calls, kv_usage=self.kv.usage,
+            num_paused=self.num_paused_calls, kv_usage=self.engine.kv_usage(),
             output_tokens_per_s=self.throughput.tokens_per_s(),
             num_output_tokens_total=self.num_output_tokens, profile=self.profile,
             counters=counters,

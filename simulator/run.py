@@ -15,6 +15,7 @@ bytes.  Wall time and events per second go to standard error."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sys
@@ -44,6 +45,8 @@ class SimOptions:
     oracle: bool = False
     noise: float = 0.0
     duration_s: float | None = None
+    #: Step every request one by one (no decode runs): the same outputs, slower.
+    micro_steps: bool = False
 
 
 def slo_targets(cfg: SimFleetConfig) -> dict[str, dict[str, float | None]]:
@@ -81,6 +84,8 @@ def run_once(cfg: SimFleetConfig, workload: Workload, rate: float, settings: Rep
                                                          for t in r.turns)
                    for r in w.requests), default=0)
     setups = replica_setups(cfg, opts.profile, longest)
+    if opts.micro_steps:
+        setups = [dataclasses.replace(s, fast_decode=False) for s in setups]
     model = cfg.app.replicas[0].model_name
     loop = EventLoop()
     fleet = SimFleet(cfg.app, setups, _predictions(cfg, opts, loop.clock), loop)

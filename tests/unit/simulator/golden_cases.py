@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -38,22 +39,24 @@ CASES: dict[str, list[str]] = {
 }
 
 
-def run_case(name: str, out: Path) -> dict[str, bytes]:
-    """Run one case into ``out``; its kept files by path relative to ``out``."""
+def run_case(name: str, out: Path, extra: Sequence[str] = (),
+             kept: Sequence[str] | None = KEPT) -> dict[str, bytes]:
+    """Run one case (plus ``extra`` arguments) into ``out``; its ``kept`` files (None:
+    every JSON and CSV file) by path relative to ``out``."""
     import os
 
     from orchestrator.cli import main
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        code = main(["simulate", "run", "--workload", TRACE, *CASES[name], "--no-progress",
-                     "--out", str(out)])
+        code = main(["simulate", "run", "--workload", TRACE, *CASES[name], *extra,
+                     "--no-progress", "--out", str(out)])
     finally:
         os.chdir(cwd)
     if code != 0:
         raise RuntimeError(f"case {name} exited {code}")
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.name in KEPT}
+            if (p.name in kept if kept is not None else p.suffix in (".json", ".csv"))}
 
 
 def record() -> None:
