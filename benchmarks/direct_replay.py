@@ -23,8 +23,13 @@ from benchmarks.workload import Workload, WorkloadRequest
 from orchestrator.config import AppConfig
 from orchestrator.protocol import CompletionRequest
 from predictor_service.types import Prediction
+from replicas.policy.profile import StepRecord
 from replicas.types import AugTurn, ReplicaRequest, ReplicaStats
 from simulator.predictions import OraclePredictions
+
+
+#: How often the step records are drained (the ring holds 4,096 steps: ~20 s here).
+STEP_POLL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,8 @@ class DirectRun:
     duration_s: float
     #: The replica's report at the end (strategy counts, recomputed tokens, preemptions).
     stats: ReplicaStats
+    #: Every engine step of the run, timed by the engine (its scheduler's step records).
+    steps: list[StepRecord]
 
 
 def _turns(w: WorkloadRequest) -> tuple[AugTurn, ...]:
@@ -62,9 +69,19 @@ async def replay(app: AppConfig, workload: Workload) -> DirectRun:
     core = ReplicaCore(replica_cfg, engine, "direct-0", replica_cfg.name,
                        predict_resume=predict_resume)
     budget: asyncio.Task[Any] | None = None
+    steps: list[StepRecord] = []
+    collecting = True
+
+    async def collect() -> None:  # the scheduler keeps its last 4,096 steps: drain often
+        while collecting:
+            steps.extend(await engine.take_steps())
+            await asyncio.sleep(STEP_POLL_S)
+
     try:
         await core.start()
+        await engine.take_steps()  # drop the warm-up's
         budget = asyncio.get_running_loop().create_task(core.budget_loop())
+        collector = asyncio.get_running_loop().create_task(collect())
         records = [RequestRecord(w.request_id, w.slo, w.arrival_s or 0.0,
                                  expected_tokens=w.generated_tokens,
                                  expected_turn_tokens=[] if is_plain(w) else
@@ -100,7 +117,10 @@ async def replay(app: AppConfig, workload: Workload) -> DirectRun:
 
         await asyncio.gather(*(one(w, r) for w, r in zip(workload.requests, records)))
         duration_s = time.perf_counter() - start
-        return DirectRun(records, duration_s, core.stats())
+        collecting = False
+        await collector
+        steps.extend(await engine.take_steps())
+        return DirectRun(records, duration_s, core.stats(), steps)
     finally:
         if budget is not None:
             budget.cancel()

@@ -112,14 +112,15 @@ def main_fidelity(args: argparse.Namespace) -> int:
         bench = compare_defaults(configs[0]) if configs else None
         if args.time_scale is None and bench is not None:  # both sides: the config's scale
             args.time_scale = bench.time_scale
-        args.profile, args.duration_s, args.noise, args.oracle = (
-            fidelity.CPU_PROFILE, None, 0.0, True)
+        args.profile, args.duration_s, args.noise, args.oracle, args.micro_steps = (
+            fidelity.CPU_PROFILE, None, 0.0, True, False)
         cfgs, settings, rates, _opts, workload = _prepare(args, configs)
         if args.quick and not args.rates:
             rates = rates[:1]
         out = Path(args.out)
         points = [fidelity.run_point(path, cfg, workload, rate, settings, reps,
-                                     out / Path(path).stem / f"rate-{rate:g}")
+                                     out / Path(path).stem / f"rate-{rate:g}",
+                                     reuse=args.reuse_real)
                   for path, cfg in cfgs.items() for rate in rates]
     except ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -173,6 +174,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="real repetitions per point (default 3; --quick: 1)")
     f.add_argument("--quick", action="store_true",
                    help="fcfs and lamps at one rate, one repetition: a smoke run")
+    f.add_argument("--reuse-real", action="store_true",
+                   help="read the real repetitions an earlier run left under --out (same "
+                   "arguments) instead of running them again: re-judge a changed simulator")
     f.add_argument("--out", required=True)
     from simulator.exact import add_parser as add_exact  # vLLM is imported only when it runs
     add_exact(sim)

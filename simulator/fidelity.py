@@ -29,8 +29,11 @@ from benchmarks.metrics import summarize
 from benchmarks.report import results_object, write_run
 from benchmarks.runner import ReplaySettings
 from benchmarks.workload import Workload
+from replicas.policy.profile import StepRecord
 from simulator.fidelity_targets import (Estimate, Judgement, Kind, OrderCheck, check_order,
                                         estimate, format_judgements, judge)
+from simulator.fit import FitScore, score
+from simulator.profiles import load_profile
 from simulator.run import SimOptions, prepare_workload, run_once, slo_targets
 from simulator.setup import SimFleetConfig
 
@@ -68,16 +71,61 @@ class PointResult:
     real: dict[str, Estimate | None]
     simulated: dict[str, float]
     judgements: list[Judgement]
+    #: The CPU profile's step-cost model on every real step of the point's repetitions.
+    step_cost: FitScore | None = None
+
+
+#: Files a real repetition leaves in ``real-K/`` besides the bench run's.
+REPLICA_FILE, STEPS_FILE = "replica.json", "steps.csv"
+STEP_FIELDS = ("num_tokens", "num_seqs", "num_prefill_tokens", "context_tokens", "step_ms")
+
+
+def _write_steps(path: Path, steps: Sequence[StepRecord]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(STEP_FIELDS)
+        w.writerows([getattr(r, k) for k in STEP_FIELDS] for r in steps)
+
+
+def read_steps(path: Path) -> list[StepRecord]:
+    with path.open() as f:
+        return [StepRecord(int(r["num_tokens"]), int(r["num_seqs"]), int(r["num_prefill_tokens"]),
+                           int(r["context_tokens"]), float(r["step_ms"]))
+                for r in csv.DictReader(f)]
+
+
+def _reused(out_dir: Path, k: int) -> tuple[dict[str, float], list[StepRecord]] | None:
+    """A repetition an earlier command left in ``real-K/`` (``--reuse-real``), if whole."""
+    d = out_dir / f"real-{k}"
+    if not all((d / n).is_file() for n in ("results.json", "requests.csv", REPLICA_FILE,
+                                             STEPS_FILE)):
+        return None
+    summary = json.loads((d / "results.json").read_text())["summary"]
+    counters = json.loads((d / REPLICA_FILE).read_text())
+    return figures(summary, _ttfts(d / "requests.csv"), counters), read_steps(d / STEPS_FILE)
+
+
+def _ttfts(path: Path) -> list[float]:
+    with path.open() as f:
+        return [float(row["ttft_s"]) for row in csv.DictReader(f)
+                if row["ok"] == "True" and row["ttft_s"] not in ("", "None")]
 
 
 def _real_runs(path: str, cfg: SimFleetConfig, workload: Workload, rate: float, reps: int,
-               out_dir: Path) -> list[dict[str, float]]:
-    """The real repetitions; each one's records written as a bench run (``real-K/``:
-    results.json, requests.csv, plots) beside the simulated run's."""
-    from benchmarks.direct_replay import replay  # starts the real engine
-
-    out = []
+               out_dir: Path, reuse: bool = False,
+               ) -> tuple[list[dict[str, float]], list[StepRecord]]:
+    """The real repetitions (figures of each, and every step of all); each one's records
+    written as a bench run (``real-K/``: results.json, requests.csv, plots) beside the
+    simulated run's, with the replica's counters and its engine's steps.  ``reuse``: a
+    repetition already in ``real-K/`` is read, not run again."""
+    out: list[dict[str, float]] = []
+    all_steps: list[StepRecord] = []
     for k in range(1, reps + 1):
+        if reuse and (got := _reused(out_dir, k)) is not None:
+            out.append(got[0])
+            all_steps += got[1]
+            continue
+        from benchmarks.direct_replay import replay  # starts the real engine
         run = asyncio.run(replay(cfg.app, workload))
         failed = [r.error for r in run.records if not r.ok]
         if failed:
@@ -86,11 +134,16 @@ def _real_runs(path: str, cfg: SimFleetConfig, workload: Workload, rate: float, 
         summary = summarize(run.records, targets, run.duration_s)
         meta = {**workload.describe(), "simulated": False, "direct_replica": True,
                 "repetition": k}
-        write_run(out_dir / f"real-{k}", results_object(meta, path, rate, summary, targets,
-                                                        "server"), run.records)
+        d = out_dir / f"real-{k}"
+        write_run(d, results_object(meta, path, rate, summary, targets, "server"), run.records)
+        counters = {k: float(v) for k, v in run.stats.extra.items()
+                    if isinstance(v, (int, float))}
+        (d / REPLICA_FILE).write_text(json.dumps(counters, indent=2, sort_keys=True))
+        _write_steps(d / STEPS_FILE, run.steps)
+        all_steps += run.steps
         ttfts = [t for r in run.records if r.ok and (t := r.ttft_s) is not None]
-        out.append(figures(summary, ttfts, run.stats.extra))
-    return out
+        out.append(figures(summary, ttfts, counters))
+    return out, all_steps
 
 
 def _simulated(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
@@ -102,18 +155,15 @@ def _simulated(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
         for k, v in row.items():
             if isinstance(v, (int, float)):
                 counters[k] = counters.get(k, 0.0) + float(v)
-    with (out_dir / "requests.csv").open() as f:
-        ttfts = [float(row["ttft_s"]) for row in csv.DictReader(f)
-                 if row["ok"] == "True" and row["ttft_s"] not in ("", "None")]
-    return figures(result["summary"], ttfts, counters)
+    return figures(result["summary"], _ttfts(out_dir / "requests.csv"), counters)
 
 
 def run_point(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
               settings: ReplaySettings, reps: int, out_dir: Path,
-              saturated: bool = False) -> PointResult:
-    opts = SimOptions(CPU_PROFILE, settings.seed, oracle=True)
+              saturated: bool = False, reuse: bool = False) -> PointResult:
+    opts = SimOptions(CPU_PROFILE, settings.seed, oracle=True, direct=True)
     w = prepare_workload(workload, cfg, rate, settings, opts)
-    real_runs = _real_runs(path, cfg, w, rate, reps, out_dir)
+    real_runs, steps = _real_runs(path, cfg, w, rate, reps, out_dir, reuse)
     sim = _simulated(path, cfg, workload, rate, settings, opts, out_dir)
     real: dict[str, Estimate | None] = {}
     judgements = []
@@ -123,7 +173,8 @@ def run_point(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
         real[name] = est
         rule = Kind.TAIL if saturated and kind is Kind.CENTRAL else kind
         judgements.append(judge(name, rule, est, sim[name]))
-    return PointResult(path, rate, real, sim, judgements)
+    step_cost = score(load_profile(CPU_PROFILE).cost(), steps) if steps else None
+    return PointResult(path, rate, real, sim, judgements, step_cost)
 
 
 def order_checks(points: Sequence[PointResult]) -> list[OrderCheck]:
@@ -147,6 +198,11 @@ def report(points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> str:
     for p in points:
         parts.append(f"\n### {Path(p.config).stem} at {p.rate:g} req/s\n")
         parts.append(format_judgements(p.judgements))
+        if p.step_cost is not None:
+            sc = p.step_cost
+            parts.append(f"\n{CPU_PROFILE}'s step cost on the real runs' {sc.num_steps} steps: "
+                         f"mean absolute error {100 * sc.mean_abs_error:.1f} %, total time "
+                         f"{100 * sc.total_bias:+.1f} %")
     if checks:
         parts.append("\n### Order where the real CIs separate\n")
         parts.append("| figure | first | second | real CIs separate | verdict |")
@@ -166,7 +222,11 @@ def write(out: Path, points: Sequence[PointResult], checks: Sequence[OrderCheck]
                                 for k, v in p.real.items()},
                        "judgements": [{"figure": j.figure, "kind": j.kind.value,
                                        "error": j.error, "tolerance": j.tolerance,
-                                       "verdict": j.verdict.value} for j in p.judgements]}
+                                       "verdict": j.verdict.value} for j in p.judgements],
+                       "step_cost": None if p.step_cost is None else {
+                           "num_steps": p.step_cost.num_steps,
+                           "mean_abs_error": p.step_cost.mean_abs_error,
+                           "total_bias": p.step_cost.total_bias}}
                       for p in points],
            "order": [{"figure": c.figure, "first": c.first, "second": c.second,
                       "separated": c.separated, "verdict": c.verdict.value} for c in checks]}

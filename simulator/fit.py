@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from replicas.policy.profile import StepRecord
-from simulator.cost import LinearCost, StepShape
+from simulator.cost import LinearCost, StepCost, StepShape
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ def fit_linear(records: Sequence[StepRecord]) -> LinearCost:
     return LinearCost(full.get(0, 0.0), full.get(1, 0.0), full.get(2, 0.0))
 
 
-def score(cost: LinearCost, records: Sequence[StepRecord]) -> FitScore:
+def score(cost: StepCost, records: Sequence[StepRecord]) -> FitScore:
     measured = np.array([r.step_ms for r in records])
     predicted = np.array([cost.step_ms(StepShape(r.num_tokens, r.num_seqs, r.num_prefill_tokens,
                                                   r.context_tokens)) for r in records])

@@ -10,6 +10,9 @@ manager receives in serving (``orchestrator.queue_manager``):
   evicted request is re-queued with its original deadline, avoiding that replica);
 - every ``tick_s`` the queue expires, reaps and runs its pass (``tick``).
 
+``direct``: no queue manager at all — every arrival is submitted at once to the first
+replica (as ``benchmarks.direct_replay`` feeds the real engine for a fidelity point).
+
 Every request of the workload ends in a :class:`~benchmarks.metrics.RequestRecord`, the
 record ``bench run`` writes, with the HTTP status the ingress would have answered;
 requests still in flight when the window closes are counted as unfinished (status 0)."""
@@ -51,8 +54,10 @@ class _Pending:
 
 class SimFleet:
     def __init__(self, app: AppConfig, setups: list[ReplicaSetup], predictions: Predictions,
-                 loop: EventLoop, plan_node_limit: int | None = 2000) -> None:
+                 loop: EventLoop, plan_node_limit: int | None = 2000, *,
+                 direct: bool = False) -> None:
         self.app = app
+        self.direct = direct
         self.loop = loop
         self.loop.now_s = START_S
         self.predictions = predictions
@@ -72,7 +77,7 @@ class SimFleet:
     def run(self, workload: Workload, model: str, window_s: float | None) -> list[RequestRecord]:
         """Replay ``workload`` (arrival times set) on ``model``; ``window_s``: stop then
         (unfinished requests counted), else when every request has ended."""
-        for replica in self.replicas.values():
+        for replica in self.replicas.values() if not self.direct else ():
             self._report(replica)
             period = self._stats_period_s[replica.setup.deployment]
             self._every(period, Phase.REPORT, functools.partial(self._report, replica))
@@ -121,6 +126,9 @@ class SimFleet:
                                num_turns=len(turns))
         p = _Pending(w, queued, record, turns, prompt)
         self.pending[w.request_id] = p
+        if self.direct:
+            next(iter(self.replicas.values())).submit(self._call(p))
+            return
         self._admit(p)
         self._pump()
 
@@ -173,7 +181,8 @@ class SimFleet:
         r.api_time_s = sum(call.api_wait_s)
         self.pending.pop(call.request_id, None)
         self.on_request_end()
-        self.dispatcher.complete(call.request_id, Outcome.COMPLETED, self._slo_met(p))
+        if not self.direct:
+            self.dispatcher.complete(call.request_id, Outcome.COMPLETED, self._slo_met(p))
         if self.app.predictor.enabled:
             names = [t.api_name for t in p.turns if t.api_name]
             self.predictions.observe(p.queued.model, p.prompt, call.turn_tokens,
@@ -201,6 +210,8 @@ class SimFleet:
         self._pump()
 
     def _tick(self) -> None:
+        if self.direct:
+            return
         for request, slo_deadline in self.dispatcher.expire():
             p = self.pending.get(request.request_id)
             if p is not None:

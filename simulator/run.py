@@ -47,6 +47,9 @@ class SimOptions:
     duration_s: float | None = None
     #: Step every request one by one (no decode runs): the same outputs, slower.
     micro_steps: bool = False
+    #: Every arrival goes straight to the first replica, with no queue manager (the real
+    #: side of a replica-policy fidelity point does the same).
+    direct: bool = False
 
 
 def slo_targets(cfg: SimFleetConfig) -> dict[str, dict[str, float | None]]:
@@ -88,7 +91,8 @@ def run_once(cfg: SimFleetConfig, workload: Workload, rate: float, settings: Rep
         setups = [dataclasses.replace(s, fast_decode=False) for s in setups]
     model = cfg.app.replicas[0].model_name
     loop = EventLoop()
-    fleet = SimFleet(cfg.app, setups, _predictions(cfg, opts, loop.clock), loop)
+    fleet = SimFleet(cfg.app, setups, _predictions(cfg, opts, loop.clock), loop,
+                     direct=opts.direct)
     from tqdm import tqdm
     bar = tqdm(total=len(w.requests), unit="req", disable=not settings.progress, file=sys.stderr,
                desc=f"{Path(label).stem} @ {rate:g}/s")

@@ -24,15 +24,19 @@ WORKLOAD = [
 ]
 
 
+def _fidelity(workload: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "simulate", "fidelity", "--workload",
+         str(workload), "--configs", "deploy/serve/bench-lamps.yaml", "--quick",
+         "--no-progress", "--out", str(out), *extra],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
 def test_quick_fidelity_runs_both_sides_and_judges_every_figure(tmp_path: Path) -> None:
     workload = tmp_path / "w.jsonl"
     workload.write_text("\n".join(json.dumps(r) for r in WORKLOAD) + "\n")
     out = tmp_path / "fid"
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "simulate", "fidelity", "--workload",
-         str(workload), "--configs", "deploy/serve/bench-lamps.yaml", "--quick",
-         "--no-progress", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = _fidelity(workload, out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| e2e mean s |" in proc.stdout and "inconclusive" in proc.stdout
     result = json.loads((out / "fidelity.json").read_text())
@@ -56,3 +60,17 @@ def test_quick_fidelity_runs_both_sides_and_judges_every_figure(tmp_path: Path) 
     assert real_run["workload"]["simulated"] is False and real_run["workload"]["repetition"] == 1
     assert real_run["summary"]["completed"] == len(WORKLOAD)
     assert len((run_dir / "real-1" / "requests.csv").read_text().splitlines()) == len(WORKLOAD) + 1
+    # every engine step of the real run, timed, and the CPU profile scored on them
+    steps = (run_dir / "real-1" / "steps.csv").read_text().splitlines()
+    assert steps[0] == "num_tokens,num_seqs,num_prefill_tokens,context_tokens,step_ms"
+    assert len(steps) > 30  # 105 output tokens: at least one step per decode round
+    cost = point["step_cost"]
+    assert cost["num_steps"] == len(steps) - 1 and cost["mean_abs_error"] >= 0
+    assert "cpu-tiny-llama's step cost on the real runs'" in proc.stdout
+    counters = json.loads((run_dir / "real-1" / "replica.json").read_text())
+    assert real["preemptions"]["mean"] == counters["num_preempted_total"]
+    # --reuse-real re-judges from those files: the same real figures, no engine started
+    again = _fidelity(workload, out, "--reuse-real")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "vllm" not in again.stderr.lower()
+    assert json.loads((out / "fidelity.json").read_text())["points"][0]["real"] == real
