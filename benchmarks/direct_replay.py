@@ -27,7 +27,6 @@ from replicas.policy.profile import StepRecord
 from replicas.types import AugTurn, ReplicaRequest, ReplicaStats
 from simulator.predictions import OraclePredictions
 
-
 #: How often the step records are drained (the ring holds 4,096 steps: ~20 s here).
 STEP_POLL_S = 1.0
 

@@ -30,8 +30,16 @@ from benchmarks.report import results_object, write_run
 from benchmarks.runner import ReplaySettings
 from benchmarks.workload import Workload
 from replicas.policy.profile import StepRecord
-from simulator.fidelity_targets import (Estimate, Judgement, Kind, OrderCheck, check_order,
-                                        estimate, format_judgements, judge)
+from simulator.fidelity_targets import (
+    Estimate,
+    Judgement,
+    Kind,
+    OrderCheck,
+    check_order,
+    estimate,
+    format_judgements,
+    judge,
+)
 from simulator.fit import FitScore, score
 from simulator.profiles import load_profile
 from simulator.run import SimOptions, prepare_workload, run_once, slo_targets
