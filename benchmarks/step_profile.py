@@ -7,7 +7,13 @@ varied load — closed-loop clients at 1, 2, 4, 8, 16 and 32 at a time (capped b
 tokens, context, ms) as it goes.  The step-cost line is fitted on 70 % of the steps and
 scored on the other 30 % (:mod:`simulator.fit`), and written as a profile
 (``simulator/profiles/NAME.yaml``) whose numbers say how they were measured.  Nothing
-else may run on the machine meanwhile."""
+else may run on the machine meanwhile.
+
+``--from-steps``: no engine; the line is fitted on steps already recorded (the
+``steps.csv`` each real repetition of ``simulate fidelity`` leaves: the engine under the
+workloads' own load) and scored on ``--held-out`` ones (e.g. another rate's), or on a
+30 % split; the derived entries (saturation, KV bytes) are kept from the ``--out``
+profile."""
 
 from __future__ import annotations
 
@@ -58,9 +64,12 @@ async def measure(engine, model: str, seconds: float, max_num_seqs: int,
 
 
 def profile_yaml(name: str, model: str, records: list[StepRecord], engine, command: str,
-                 seed: int) -> dict:
+                 seed: int, held_out: list[StepRecord] | None = None,
+                 derived: dict | None = None) -> dict:
+    """``held_out``: score on these (all of ``records`` fit), else on a 30 % split;
+    ``derived``: the saturation and KV entries (else read from ``engine``)."""
     from simulator.fit import fit_linear, score, split
-    train, test = split(records, 0.3, seed)
+    train, test = (records, held_out) if held_out else split(records, 0.3, seed)
     cost = fit_linear(train)
     held = score(cost, test)
     when = datetime.date.today().isoformat()
@@ -69,13 +78,23 @@ def profile_yaml(name: str, model: str, records: list[StepRecord], engine, comma
            f"{held.mean_abs_error:.1%}, total-time bias {held.total_bias:+.1%}")
     return {
         "name": name, "gpu": "CPU", "model": model, "tensor_parallel": 1,
+        **_step_cost(cost, how),
+        **(derived if derived is not None else _derived(engine))}
+
+
+def _step_cost(cost, how: str) -> dict:
+    return {
         "step_cost": {
             "kind": "linear",
             "c_ms": {"value": round(cost.c_ms, 4), "basis": "measured", "source": how},
             "a_ms_per_token": {"value": round(cost.a_ms_per_token, 6), "basis": "measured",
                                "source": how},
             "b_ms_per_context_token": {"value": round(cost.b_ms_per_context_token, 8),
-                                       "basis": "measured", "source": how}},
+                                       "basis": "measured", "source": how}}}
+
+
+def _derived(engine) -> dict:
+    return {
         "saturation_tokens": {"value": int(engine.chunk_tokens), "basis": "derived",
                               "source": "the engine's prefill chunk (max_num_batched_tokens), "
                               "as replicas.profiling uses on a CPU, where every token costs"},
@@ -86,7 +105,43 @@ def profile_yaml(name: str, model: str, records: list[StepRecord], engine, comma
     }
 
 
+def _glob(patterns: str) -> list[Path]:
+    """Comma-separated glob patterns, relative to the working directory; each must match."""
+    out: list[Path] = []
+    for pattern in (p for p in patterns.split(",") if p):
+        found = sorted(Path().glob(pattern))
+        if not found:
+            raise FileNotFoundError(f"no steps file matches {pattern!r}")
+        out += found
+    return out
+
+
+def from_steps(args: argparse.Namespace) -> int:
+    """Fit the profile from recorded steps (no engine)."""
+    from simulator.fit import read_steps
+    out = Path(args.out)
+    try:
+        records = [r for p in _glob(args.from_steps) for r in read_steps(p)]
+        held = ([r for p in _glob(args.held_out) for r in read_steps(p)]
+                if args.held_out else None)
+        old = yaml.safe_load(out.read_text())
+        derived = {k: old[k] for k in ("saturation_tokens", "kv_bytes_per_token")}
+        model, head = old["model"], out.read_text().splitlines()[0]
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    command = f"augserve bench step-profile --from-steps '{args.from_steps}'" + (
+        f" --held-out '{args.held_out}'" if args.held_out else f" --seed {args.seed}")
+    doc = profile_yaml(out.stem, model, records, None, command, args.seed, held, derived)
+    out.write_text(head + "\n" + yaml.safe_dump(doc, sort_keys=False))
+    print(f"{len(records)} steps; {doc['step_cost']['c_ms']['source']}")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.from_steps:
+        return from_steps(args)
     from replicas.engine import VLLMEngine
     from simulator.setup import load_config
     cfg = load_config(args.config)
@@ -119,3 +174,8 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="simulator/profiles/cpu-tiny-llama.yaml")
     p.add_argument("--records-out", default=None, help="also write the step records (JSONL)")
+    p.add_argument("--from-steps", default=None,
+                   help="fit on recorded steps instead (comma-separated globs of steps.csv, "
+                   "e.g. simulate fidelity's real-*/steps.csv); no engine starts")
+    p.add_argument("--held-out", default=None,
+                   help="with --from-steps: score on these steps files (default: a 30 %% split)")

@@ -40,7 +40,7 @@ from simulator.fidelity_targets import (
     format_judgements,
     judge,
 )
-from simulator.fit import FitScore, score
+from simulator.fit import FitScore, read_steps, score, write_steps
 from simulator.profiles import load_profile
 from simulator.run import SimOptions, prepare_workload, run_once, slo_targets
 from simulator.setup import SimFleetConfig
@@ -50,8 +50,8 @@ FULL_CONFIGS = ("deploy/serve/bench-fcfs.yaml", "deploy/serve/bench-infercept.ya
                 "deploy/serve/bench-lamps.yaml")
 CPU_PROFILE = "cpu-tiny-llama"
 
-#: (figure, where in a run's figures, rule).  Central figures become tails at a saturated
-#: point (the caller says which points are saturated).
+#: (figure, rule).  Central figures become tails at a saturated point; each SLO class
+#: of the runs adds ``slo % CLASS`` (its attainment, judged in points).
 FIGURES: tuple[tuple[str, Kind], ...] = (
     ("e2e mean s", Kind.CENTRAL), ("e2e p50 s", Kind.CENTRAL), ("ttft mean s", Kind.CENTRAL),
     ("ttft p50 s", Kind.CENTRAL), ("e2e p99 s", Kind.TAIL), ("preserve %", Kind.POINTS),
@@ -69,7 +69,20 @@ def figures(summary: dict[str, Any], ttfts_s: Sequence[float],
             "e2e p99 s": summary["p99_e2e_s"],
             "preserve %": 100.0 * counters.get("calls_preserve", 0.0) / calls if calls else 0.0,
             "recomputed tokens": counters.get("recomputed_tokens", 0.0),
-            "preemptions": counters.get("num_preempted_total", 0.0)}
+            "preemptions": counters.get("num_preempted_total", 0.0),
+            **{f"{SLO_PREFIX}{cls}": 100.0 * v for cls, v
+               in sorted(summary.get("slo_attainment_per_class", {}).items())}}
+
+
+SLO_PREFIX = "slo % "
+#: A point whose real engine was busy this share of its runs' time (their steps' summed
+#: times over the run) is saturated: its central figures are judged as tails.
+SATURATED_UTILIZATION = 0.90
+
+
+def utilization(steps: Sequence[StepRecord], duration_s: float) -> float:
+    """The share of ``duration_s`` the engine spent in its steps."""
+    return sum(r.step_ms for r in steps) / 1000.0 / duration_s if duration_s > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,28 +94,28 @@ class PointResult:
     judgements: list[Judgement]
     #: The CPU profile's step-cost model on every real step of the point's repetitions.
     step_cost: FitScore | None = None
+    #: The real engine's mean utilization over the repetitions (:func:`utilization`).
+    utilization: float | None = None
+
+    @property
+    def saturated(self) -> bool:
+        return self.utilization is not None and self.utilization >= SATURATED_UTILIZATION
+
+
+@dataclass(frozen=True, slots=True)
+class RealRep:
+    """One real repetition: its judged figures, its engine's steps, its duration."""
+
+    figures: dict[str, float]
+    steps: list[StepRecord]
+    duration_s: float
 
 
 #: Files a real repetition leaves in ``real-K/`` besides the bench run's.
 REPLICA_FILE, STEPS_FILE = "replica.json", "steps.csv"
-STEP_FIELDS = ("num_tokens", "num_seqs", "num_prefill_tokens", "context_tokens", "step_ms")
 
 
-def _write_steps(path: Path, steps: Sequence[StepRecord]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(STEP_FIELDS)
-        w.writerows([getattr(r, k) for k in STEP_FIELDS] for r in steps)
-
-
-def read_steps(path: Path) -> list[StepRecord]:
-    with path.open() as f:
-        return [StepRecord(int(r["num_tokens"]), int(r["num_seqs"]), int(r["num_prefill_tokens"]),
-                           int(r["context_tokens"]), float(r["step_ms"]))
-                for r in csv.DictReader(f)]
-
-
-def _reused(out_dir: Path, k: int) -> tuple[dict[str, float], list[StepRecord]] | None:
+def _reused(out_dir: Path, k: int) -> RealRep | None:
     """A repetition an earlier command left in ``real-K/`` (``--reuse-real``), if whole."""
     d = out_dir / f"real-{k}"
     if not all((d / n).is_file() for n in ("results.json", "requests.csv", REPLICA_FILE,
@@ -110,7 +123,8 @@ def _reused(out_dir: Path, k: int) -> tuple[dict[str, float], list[StepRecord]] 
         return None
     summary = json.loads((d / "results.json").read_text())["summary"]
     counters = json.loads((d / REPLICA_FILE).read_text())
-    return figures(summary, _ttfts(d / "requests.csv"), counters), read_steps(d / STEPS_FILE)
+    return RealRep(figures(summary, _ttfts(d / "requests.csv"), counters),
+                   read_steps(d / STEPS_FILE), float(summary["duration_s"]))
 
 
 def _ttfts(path: Path) -> list[float]:
@@ -120,18 +134,15 @@ def _ttfts(path: Path) -> list[float]:
 
 
 def _real_runs(path: str, cfg: SimFleetConfig, workload: Workload, rate: float, reps: int,
-               out_dir: Path, reuse: bool = False,
-               ) -> tuple[list[dict[str, float]], list[StepRecord]]:
-    """The real repetitions (figures of each, and every step of all); each one's records
+               out_dir: Path, reuse: bool = False) -> list[RealRep]:
+    """The real repetitions; each one's records
     written as a bench run (``real-K/``: results.json, requests.csv, plots) beside the
     simulated run's, with the replica's counters and its engine's steps.  ``reuse``: a
     repetition already in ``real-K/`` is read, not run again."""
-    out: list[dict[str, float]] = []
-    all_steps: list[StepRecord] = []
+    out: list[RealRep] = []
     for k in range(1, reps + 1):
         if reuse and (got := _reused(out_dir, k)) is not None:
-            out.append(got[0])
-            all_steps += got[1]
+            out.append(got)
             continue
         from benchmarks.direct_replay import replay  # starts the real engine
         run = asyncio.run(replay(cfg.app, workload))
@@ -147,11 +158,10 @@ def _real_runs(path: str, cfg: SimFleetConfig, workload: Workload, rate: float, 
         counters = {k: float(v) for k, v in run.stats.extra.items()
                     if isinstance(v, (int, float))}
         (d / REPLICA_FILE).write_text(json.dumps(counters, indent=2, sort_keys=True))
-        _write_steps(d / STEPS_FILE, run.steps)
-        all_steps += run.steps
+        write_steps(d / STEPS_FILE, run.steps)
         ttfts = [t for r in run.records if r.ok and (t := r.ttft_s) is not None]
-        out.append(figures(summary, ttfts, counters))
-    return out, all_steps
+        out.append(RealRep(figures(summary, ttfts, counters), run.steps, run.duration_s))
+    return out
 
 
 def _simulated(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
@@ -168,21 +178,28 @@ def _simulated(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
 
 def run_point(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
               settings: ReplaySettings, reps: int, out_dir: Path,
-              saturated: bool = False, reuse: bool = False) -> PointResult:
+              reuse: bool = False) -> PointResult:
+    """Run (or, with ``reuse``, read) the real repetitions, run the simulated side, judge.
+    A point is saturated when its real engine was busy at least
+    :data:`SATURATED_UTILIZATION` of the time."""
     opts = SimOptions(CPU_PROFILE, settings.seed, oracle=True, direct=True)
     w = prepare_workload(workload, cfg, rate, settings, opts)
-    real_runs, steps = _real_runs(path, cfg, w, rate, reps, out_dir, reuse)
+    reps_run = _real_runs(path, cfg, w, rate, reps, out_dir, reuse)
     sim = _simulated(path, cfg, workload, rate, settings, opts, out_dir)
+    steps = [s for r in reps_run for s in r.steps]
+    busy = statistics.fmean(utilization(r.steps, r.duration_s) for r in reps_run)
+    saturated = busy >= SATURATED_UTILIZATION
+    slo = sorted(set.intersection(*(set(r.figures) for r in reps_run)) - {n for n, _ in FIGURES})
     real: dict[str, Estimate | None] = {}
     judgements = []
-    for name, kind in FIGURES:
-        values = [r[name] for r in real_runs]
+    for name, kind in (*FIGURES, *((n, Kind.POINTS) for n in slo)):
+        values = [r.figures[name] for r in reps_run]
         est = estimate(values) if len(values) >= 2 else Estimate(values[0], float("inf"), 1)
         real[name] = est
         rule = Kind.TAIL if saturated and kind is Kind.CENTRAL else kind
-        judgements.append(judge(name, rule, est, sim[name]))
+        judgements.append(judge(name, rule, est, sim.get(name, math.nan)))
     step_cost = score(load_profile(CPU_PROFILE).cost(), steps) if steps else None
-    return PointResult(path, rate, real, sim, judgements, step_cost)
+    return PointResult(path, rate, real, sim, judgements, step_cost, busy if steps else None)
 
 
 def order_checks(points: Sequence[PointResult]) -> list[OrderCheck]:
@@ -205,6 +222,10 @@ def report(points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> str:
     parts = []
     for p in points:
         parts.append(f"\n### {Path(p.config).stem} at {p.rate:g} req/s\n")
+        if p.utilization is not None:
+            parts.append(f"real engine busy {100 * p.utilization:.0f} % of the time: "
+                         + ("saturated (central figures judged as tails)\n" if p.saturated
+                            else "below saturation\n"))
         parts.append(format_judgements(p.judgements))
         if p.step_cost is not None:
             sc = p.step_cost
@@ -224,6 +245,7 @@ def report(points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> str:
 def write(out: Path, points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     obj = {"points": [{"config": p.config, "rate": p.rate, "simulated": p.simulated,
+                       "utilization": p.utilization, "saturated": p.saturated,
                        "real": {k: None if v is None else {"mean": v.mean,
                                                            "half_width": v.half_width,
                                                            "n": v.n}

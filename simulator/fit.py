@@ -10,11 +10,15 @@ kept ≥ 0) on one part and scored on the other:
 
 from __future__ import annotations
 
+import csv
+
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from pathlib import Path
 
 from replicas.policy.profile import StepRecord
 from simulator.cost import LinearCost, StepCost, StepShape
@@ -53,6 +57,28 @@ def score(cost: StepCost, records: Sequence[StepRecord]) -> FitScore:
                                                   r.context_tokens)) for r in records])
     return FitScore(len(records), float(np.abs(predicted - measured).mean() / measured.mean()),
                     float((predicted.sum() - measured.sum()) / measured.sum()))
+
+
+#: The columns of a steps file (``simulate fidelity`` writes one per real repetition).
+STEP_FIELDS = ("num_tokens", "num_seqs", "num_prefill_tokens", "context_tokens", "step_ms")
+
+
+def write_steps(path: Path, steps: Sequence[StepRecord]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(STEP_FIELDS)
+        w.writerows([getattr(r, k) for k in STEP_FIELDS] for r in steps)
+
+
+def read_steps(path: Path) -> list[StepRecord]:
+    """A steps file; a missing column or a bad number raises ValueError naming the file."""
+    try:
+        with path.open() as f:
+            return [StepRecord(int(r["num_tokens"]), int(r["num_seqs"]),
+                               int(r["num_prefill_tokens"]), int(r["context_tokens"]),
+                               float(r["step_ms"])) for r in csv.DictReader(f)]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a steps file ({STEP_FIELDS}): {exc}") from None
 
 
 def split(records: Sequence[StepRecord], held_out: float = 0.3,

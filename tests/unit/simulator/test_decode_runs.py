@@ -98,7 +98,7 @@ def test_decode_runs_match_stepping_on_random_scripts(chunk: int) -> None:
     assert run_steps > total // 20, (run_steps, total)  # the fast path is exercised
 
 
-@pytest.mark.parametrize("name", ["lamps-predicted", "infercept-noise", "qlm-hetero"])
+@pytest.mark.parametrize("name", ["infercept-noise", "qlm-hetero"])
 def test_simulations_are_byte_identical_with_and_without_decode_runs(
         name: str, tmp_path: Path) -> None:
     from tests.unit.simulator.golden_cases import CASES, run_case

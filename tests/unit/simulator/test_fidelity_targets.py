@@ -78,3 +78,26 @@ def test_a_figure_that_is_zero_in_every_real_run_can_be_met() -> None:
     assert zero.half_width == 0.0 and zero.relative_half_width == 0.0
     assert judge("preemptions", Kind.COUNT, zero, 0.0).verdict is Verdict.MET
     assert judge("preemptions", Kind.COUNT, zero, 3.0).verdict is Verdict.MISSED
+
+
+def test_utilization_is_the_steps_time_over_the_run_and_marks_saturation() -> None:
+    from replicas.policy.profile import StepRecord
+    from simulator.fidelity import SATURATED_UTILIZATION, PointResult, utilization
+    steps = [StepRecord(1, 1, 0, 10, 250.0), StepRecord(8, 8, 0, 80, 650.0)]
+    assert utilization(steps, 1.0) == pytest.approx(0.9)
+    assert utilization(steps, 2.0) == pytest.approx(0.45)
+    assert utilization(steps, 0.0) == 0.0
+    point = PointResult("c", 1.0, {}, {}, [], None, utilization(steps, 1.0))
+    assert point.saturated and SATURATED_UTILIZATION == 0.9
+    assert not PointResult("c", 1.0, {}, {}, [], None, 0.89).saturated
+    assert not PointResult("c", 1.0, {}, {}, [], None, None).saturated
+
+
+def test_figures_add_each_slo_class_attainment_in_percent() -> None:
+    from simulator.fidelity import figures
+    summary = {"mean_e2e_s": 2.0, "p50_e2e_s": 1.5, "mean_ttft_s": 0.2, "p99_e2e_s": 9.0,
+               "slo_attainment_per_class": {"standard": 0.5, "interactive": 0.25}}
+    got = figures(summary, [0.1, 0.3], {"calls_preserve": 1.0, "calls_discard": 3.0})
+    assert got["slo % interactive"] == 25.0 and got["slo % standard"] == 50.0
+    assert got["preserve %"] == 25.0 and got["ttft p50 s"] == pytest.approx(0.2)
+    assert [k for k in got if k.startswith("slo % ")] == ["slo % interactive", "slo % standard"]

@@ -58,3 +58,42 @@ def test_the_split_is_seeded_and_disjoint() -> None:
     a2, b2 = split(rs, held_out=0.2, seed=3)
     assert a1 == a2 and b1 == b2 and len(b1) == 10
     assert not {id(r) for r in a1} & {id(r) for r in b1}
+
+
+def test_step_profile_from_recorded_steps_fits_and_keeps_the_derived_entries(
+        tmp_path, monkeypatch, capsys) -> None:
+    import shutil
+
+    import yaml
+
+    from orchestrator.cli import main
+    from simulator.fit import read_steps, write_steps
+    from simulator.profiles import PROFILES_DIR, load_profile
+    for k, seed in enumerate((0, 1)):  # two "repetitions" at one rate, one at another
+        (tmp_path / f"a/real-{k}").mkdir(parents=True)
+        write_steps(tmp_path / f"a/real-{k}/steps.csv", records(6.0, 0.02, 0.0001, seed=seed))
+    (tmp_path / "b").mkdir()
+    write_steps(tmp_path / "b/steps.csv", records(6.0, 0.02, 0.0001, seed=7))
+    assert read_steps(tmp_path / "b/steps.csv") == records(6.0, 0.02, 0.0001, seed=7)
+    out = tmp_path / "cpu-x.yaml"
+    shutil.copy(PROFILES_DIR / "cpu-tiny-llama.yaml", out)
+    before = yaml.safe_load(out.read_text())
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "step-profile", "--from-steps", "a/real-*/steps.csv",
+                 "--held-out", "b/steps.csv", "--out", str(out)]) == 0
+    doc = yaml.safe_load(out.read_text())
+    assert doc["step_cost"]["c_ms"]["value"] == pytest.approx(6.0, rel=1e-3)
+    assert doc["step_cost"]["b_ms_per_context_token"]["value"] == pytest.approx(0.0001, rel=1e-3)
+    src = doc["step_cost"]["a_ms_per_token"]["source"]
+    assert "800 steps fit, 400 held out" in src and "--held-out 'b/steps.csv'" in src
+    for key in ("saturation_tokens", "kv_bytes_per_token", "model"):
+        assert doc[key] == before[key]
+    assert load_profile(str(out)).cost().step_ms  # the profile still loads
+    # a file that is not a steps file: a clear error, the profile untouched
+    (tmp_path / "bad.csv").write_text("tokens,ms\n1,2\n")
+    text = out.read_text()
+    assert main(["bench", "step-profile", "--from-steps", "bad.csv", "--out", str(out)]) == 2
+    assert "bad.csv: not a steps file" in capsys.readouterr().err and out.read_text() == text
+    assert main(["bench", "step-profile", "--from-steps", "nothing/*.csv", "--out",
+                 str(out)]) == 2
+    assert "no steps file matches 'nothing/*.csv'" in capsys.readouterr().err
