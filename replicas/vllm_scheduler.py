@@ -98,7 +98,8 @@ class AugserveScheduler(Scheduler):
         if self._step_started is not None:
             step_ms = (time.perf_counter() - self._step_started) * 1000
             self.ranker.record_step(self._step_tokens, step_ms)
-            self.recent_steps.append(dataclasses.replace(self._step, step_ms=step_ms))
+            self.recent_steps.append(dataclasses.replace(self._step, step_ms=step_ms,
+                                                          started_s=self._step_started))
             self._step_started = None
         out = super().update_from_output(scheduler_output, model_runner_output)
         if self.ranker.num_steps % 64 == 0:  # forget requests that left by any path

@@ -40,7 +40,7 @@ from simulator.fidelity_targets import (
     format_judgements,
     judge,
 )
-from simulator.fit import FitScore, read_steps, score, write_steps
+from simulator.fit import FitScore, host_gaps_ms, read_steps, score, write_steps
 from simulator.profiles import load_profile
 from simulator.run import SimOptions, prepare_workload, run_once, slo_targets
 from simulator.setup import SimFleetConfig
@@ -96,6 +96,9 @@ class PointResult:
     step_cost: FitScore | None = None
     #: The real engine's mean utilization over the repetitions (:func:`utilization`).
     utilization: float | None = None
+    #: The median host time between two real steps, ms (:func:`simulator.fit.host_gaps_ms`;
+    #: None when the steps carry no start times).
+    host_gap_ms: float | None = None
 
     @property
     def saturated(self) -> bool:
@@ -199,7 +202,9 @@ def run_point(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
         rule = Kind.TAIL if saturated and kind is Kind.CENTRAL else kind
         judgements.append(judge(name, rule, est, sim.get(name, math.nan)))
     step_cost = score(load_profile(CPU_PROFILE).cost(), steps) if steps else None
-    return PointResult(path, rate, real, sim, judgements, step_cost, busy if steps else None)
+    gaps = [g for r in reps_run for g in host_gaps_ms(r.steps)]
+    return PointResult(path, rate, real, sim, judgements, step_cost, busy if steps else None,
+                       statistics.median(gaps) if gaps else None)
 
 
 def order_checks(points: Sequence[PointResult]) -> list[OrderCheck]:
@@ -232,6 +237,9 @@ def report(points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> str:
             parts.append(f"\n{CPU_PROFILE}'s step cost on the real runs' {sc.num_steps} steps: "
                          f"mean absolute error {100 * sc.mean_abs_error:.1f} %, total time "
                          f"{100 * sc.total_bias:+.1f} %")
+        if p.host_gap_ms is not None:
+            parts.append(f"host time between real steps (median, engine busy): "
+                         f"{p.host_gap_ms:.2f} ms")
     if checks:
         parts.append("\n### Order where the real CIs separate\n")
         parts.append("| figure | first | second | real CIs separate | verdict |")
@@ -246,6 +254,7 @@ def write(out: Path, points: Sequence[PointResult], checks: Sequence[OrderCheck]
     out.mkdir(parents=True, exist_ok=True)
     obj = {"points": [{"config": p.config, "rate": p.rate, "simulated": p.simulated,
                        "utilization": p.utilization, "saturated": p.saturated,
+                       "host_gap_ms": p.host_gap_ms,
                        "real": {k: None if v is None else {"mean": v.mean,
                                                            "half_width": v.half_width,
                                                            "n": v.n}

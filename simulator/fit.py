@@ -60,7 +60,8 @@ def score(cost: StepCost, records: Sequence[StepRecord]) -> FitScore:
 
 
 #: The columns of a steps file (``simulate fidelity`` writes one per real repetition).
-STEP_FIELDS = ("num_tokens", "num_seqs", "num_prefill_tokens", "context_tokens", "step_ms")
+STEP_FIELDS = ("num_tokens", "num_seqs", "num_prefill_tokens", "context_tokens", "step_ms",
+               "started_s")
 
 
 def write_steps(path: Path, steps: Sequence[StepRecord]) -> None:
@@ -71,14 +72,34 @@ def write_steps(path: Path, steps: Sequence[StepRecord]) -> None:
 
 
 def read_steps(path: Path) -> list[StepRecord]:
-    """A steps file; a missing column or a bad number raises ValueError naming the file."""
+    """A steps file; a missing column or a bad number raises ValueError naming the file
+    (``started_s`` may be missing: files written before it was recorded)."""
     try:
         with path.open() as f:
             return [StepRecord(int(r["num_tokens"]), int(r["num_seqs"]),
                                int(r["num_prefill_tokens"]), int(r["context_tokens"]),
-                               float(r["step_ms"])) for r in csv.DictReader(f)]
+                               float(r["step_ms"]), float(r.get("started_s") or 0.0))
+                    for r in csv.DictReader(f)]
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: not a steps file ({STEP_FIELDS}): {exc}") from None
+
+
+#: A pause between two steps longer than this is the engine idle, not host work.
+IDLE_GAP_MS = 50.0
+
+
+def host_gaps_ms(steps: Sequence[StepRecord]) -> list[float]:
+    """The host time between consecutive recorded steps (the engine core's scheduling,
+    output processing and loop, outside the timed model run), in ms; pauses of
+    :data:`IDLE_GAP_MS` or more (nothing to run) and steps without a start time are left
+    out."""
+    out = []
+    for a, b in zip(steps, steps[1:]):
+        if a.started_s > 0 and b.started_s > 0:
+            gap = (b.started_s - a.started_s) * 1000.0 - a.step_ms
+            if 0.0 <= gap < IDLE_GAP_MS:
+                out.append(gap)
+    return out
 
 
 def split(records: Sequence[StepRecord], held_out: float = 0.3,

@@ -4,7 +4,9 @@ own policy code — the :class:`WaitingRanker` inside the engine model, a
 :class:`~replicas.pause_budget.PauseBudget` and its starvation rule, the throughput window
 the queue manager reads.
 
-A request runs as turns (:mod:`replicas.turns` on the real engine):
+A request runs as turns (:mod:`replicas.turns` on the real engine); a turn that names
+an API calls it, the last turn too (the request ends when that call returns, as the real
+turn runner does):
 
 - a policy that may preserve runs the request as one streaming session; at each call
   ``TurnPlan.choose`` picks the strategy (preserve only while the budget allows);
@@ -260,10 +262,10 @@ class SimReplica:
         if seq.dropped_token is not None:
             call.history.append(seq.dropped_token)
         self.recomputed_tokens += call.plan.turn_done(call.index, generated, seq.num_cached_tokens)
-        if turn.api_name is None or call.index == len(call.turns) - 1:
+        if turn.api_name is None:
             self._finish(call)
             return
-        self._pause(call, seq, turn)
+        self._pause(call, seq, turn)  # the last turn's call too: the real runner makes it
 
     def _pause(self, call: SimCall, seq: EngineRequest, turn: AugTurn) -> None:
         assert call.plan is not None
@@ -309,6 +311,9 @@ class SimReplica:
         call.plan.resume(len(result), demoted)
         call.history.extend(result)
         index = call.index + 1
+        if index == len(call.turns):  # a call after the last turn: its return ends the request
+            self._finish(call)
+            return
         prediction = call.prediction
         if call.repredict is not None and not self.policy.oracle:
             prediction = call.repredict(call, index, call.history) or prediction

@@ -24,6 +24,9 @@ class StepRecord:
     #: Context the step's sequences attend to: their computed tokens after it, summed.
     context_tokens: int
     step_ms: float
+    #: When the model ran (the engine core's ``perf_counter``, s; 0: not recorded):
+    #: consecutive steps give the host time between them.
+    started_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,11 +65,12 @@ def test_quick_fidelity_runs_both_sides_and_judges_every_figure(tmp_path: Path) 
     assert len((run_dir / "real-1" / "requests.csv").read_text().splitlines()) == len(WORKLOAD) + 1
     # every engine step of the real run, timed, and the CPU profile scored on them
     steps = (run_dir / "real-1" / "steps.csv").read_text().splitlines()
-    assert steps[0] == "num_tokens,num_seqs,num_prefill_tokens,context_tokens,step_ms"
+    assert steps[0] == "num_tokens,num_seqs,num_prefill_tokens,context_tokens,step_ms,started_s"
     assert len(steps) > 30  # 105 output tokens: at least one step per decode round
     cost = point["step_cost"]
     assert cost["num_steps"] == len(steps) - 1 and cost["mean_abs_error"] >= 0
     assert "cpu-tiny-llama's step cost on the real runs'" in proc.stdout
+    assert point["host_gap_ms"] is not None and 0 <= point["host_gap_ms"] < 50
     counters = json.loads((run_dir / "real-1" / "replica.json").read_text())
     assert real["preemptions"]["mean"] == counters["num_preempted_total"]
     # --reuse-real re-judges from those files: the same real figures, no engine started

@@ -97,3 +97,13 @@ def test_step_profile_from_recorded_steps_fits_and_keeps_the_derived_entries(
     assert main(["bench", "step-profile", "--from-steps", "nothing/*.csv", "--out",
                  str(out)]) == 2
     assert "no steps file matches 'nothing/*.csv'" in capsys.readouterr().err
+
+
+def test_host_gaps_are_the_time_between_steps_outside_the_model_run() -> None:
+    from simulator.fit import IDLE_GAP_MS, host_gaps_ms
+    steps = [StepRecord(1, 1, 0, 10, 10.0, 100.000), StepRecord(1, 1, 0, 11, 10.0, 100.012),
+             StepRecord(1, 1, 0, 12, 10.0, 100.0235),
+             StepRecord(1, 1, 0, 13, 10.0, 100.0335 + IDLE_GAP_MS / 1000),  # idle: left out
+             StepRecord(1, 1, 0, 14, 10.0, 0.0)]  # no start time: left out
+    assert host_gaps_ms(steps) == pytest.approx([2.0, 1.5])
+    assert host_gaps_ms(steps[:1]) == []
