@@ -76,10 +76,17 @@ def profile_yaml(name: str, model: str, records: list[StepRecord], engine, comma
     how = (f"fitted by `{command}` on {when} on a 2-core CPU machine: {len(train)} steps fit, "
            f"{held.num_steps} held out; held-out mean absolute step-time error "
            f"{held.mean_abs_error:.1%}, total-time bias {held.total_bias:+.1%}")
+    from simulator.fit import host_gaps_ms
+    gaps = host_gaps_ms(records)
+    host = {} if not gaps else {"host_ms_per_step": {
+        "value": round(sum(gaps) / len(gaps), 4), "basis": "measured",
+        "source": f"mean host time between two of the {len(records)} steps `{command}` read "
+                  f"(the next step's start less this one's start and model run; pauses of "
+                  f"50 ms or more, the engine idle, left out: {len(gaps)} gaps) on {when}"}}
     return {
         "name": name, "gpu": "CPU", "model": model, "tensor_parallel": 1,
         **_step_cost(cost, how),
-        **(derived if derived is not None else _derived(engine))}
+        **(derived if derived is not None else _derived(engine)), **host}
 
 
 def _step_cost(cost, how: str) -> dict:

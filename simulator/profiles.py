@@ -70,6 +70,9 @@ class Profile(StrictModel):
     swap_s_per_token: Number | None = Field(None, description="Seconds to move one token's "
                                             "KV one way between GPU and CPU; absent: no swap.")
     cpu_swap_gib: Number | None = Field(None, description="CPU memory for swapped KV.")
+    host_ms_per_step: Number | None = Field(
+        None, description="Host time between two engine steps, outside the model run the "
+        "step cost times (scheduling, output processing); absent: 0.")
 
     def cost(self) -> StepCost:
         return self.step_cost.build()

@@ -62,6 +62,8 @@ class ReplicaSetup:
     enable_prefix_caching: bool
     max_waiting_requests: int
     cost: StepCost
+    #: Host time added to every step (the profile's ``host_ms_per_step``), s.
+    host_s_per_step: float
     #: What the replica's policies believe of its speed (the profile's a, c, S, swap).
     profile: ReplicaProfile
     swap_s_per_token: float | None
@@ -205,7 +207,7 @@ class SimReplica:
         self._stepping = True
         swap_s = out.swap_in_tokens * (self.setup.swap_s_per_token or 0.0)
         step_ms = self.setup.cost.step_ms(out.shape)
-        duration_s = step_ms / 1000.0 + self._stall_s + swap_s
+        duration_s = step_ms / 1000.0 + self.setup.host_s_per_step + self._stall_s + swap_s
         self._stall_s = 0.0
         self.busy_s += duration_s
         self.engine.ranker.record_step(out.shape.num_tokens, step_ms)

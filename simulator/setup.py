@@ -139,6 +139,8 @@ def _setup(cfg: SimFleetConfig, index: int, rc: ReplicaConfig, replica_id: str,
         num_blocks=num_blocks, block_size=block_size,
         enable_prefix_caching=e.enable_prefix_caching,
         max_waiting_requests=rc.room.max_waiting_requests, cost=profile.cost(),
+        host_s_per_step=(profile.host_ms_per_step.value / 1000.0
+                         if profile.host_ms_per_step else 0.0),
         profile=policy_profile(profile), swap_s_per_token=swap,
         cpu_swap_tokens=int(cpu_gib * GIB // kv_bytes) if swap else 0,
         rerank_every_steps=s.rerank_every_steps,

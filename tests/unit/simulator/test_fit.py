@@ -88,6 +88,7 @@ def test_step_profile_from_recorded_steps_fits_and_keeps_the_derived_entries(
     assert "800 steps fit, 400 held out" in src and "--held-out 'b/steps.csv'" in src
     for key in ("saturation_tokens", "kv_bytes_per_token", "model"):
         assert doc[key] == before[key]
+    assert "host_ms_per_step" not in doc  # the synthetic steps carry no start times
     assert load_profile(str(out)).cost().step_ms  # the profile still loads
     # a file that is not a steps file: a clear error, the profile untouched
     (tmp_path / "bad.csv").write_text("tokens,ms\n1,2\n")
@@ -97,6 +98,30 @@ def test_step_profile_from_recorded_steps_fits_and_keeps_the_derived_entries(
     assert main(["bench", "step-profile", "--from-steps", "nothing/*.csv", "--out",
                  str(out)]) == 2
     assert "no steps file matches 'nothing/*.csv'" in capsys.readouterr().err
+
+
+def test_step_profile_measures_the_host_time_between_steps(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    import yaml
+
+    from orchestrator.cli import main
+    from simulator.fit import write_steps
+    from simulator.profiles import PROFILES_DIR, load_profile
+    steps, t = [], 100.0
+    for r in records(6.0, 0.02, 0.0001):
+        steps.append(StepRecord(r.num_tokens, r.num_seqs, r.num_prefill_tokens,
+                                r.context_tokens, r.step_ms, t))
+        t += (r.step_ms + 0.5) / 1000  # 0.5 ms of host work after each step
+    write_steps(tmp_path / "steps.csv", steps)
+    out = tmp_path / "cpu-x.yaml"
+    shutil.copy(PROFILES_DIR / "cpu-tiny-llama.yaml", out)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "step-profile", "--from-steps", "steps.csv", "--out", str(out)]) == 0
+    doc = yaml.safe_load(out.read_text())
+    assert doc["host_ms_per_step"]["value"] == pytest.approx(0.5, abs=1e-3)
+    assert doc["host_ms_per_step"]["basis"] == "measured"
+    assert load_profile(str(out)).host_ms_per_step.value == pytest.approx(0.5, abs=1e-3)
 
 
 def test_host_gaps_are_the_time_between_steps_outside_the_model_run() -> None:

@@ -1,5 +1,7 @@
 """A simulated replica: the pause strategies' costs in simulated time."""
 
+import pytest
+
 from replicas.policy import ReplicaProfile
 from replicas.types import AugTurn
 from simulator.cost import LinearCost
@@ -15,7 +17,7 @@ def _setup(policy: str, swap_s_per_token: float | None) -> ReplicaSetup:
         replica_id="r-0", deployment="r", gpu_class="g", model="m", policy=policy,
         limits=EngineLimits(8, 512, 4096), num_blocks=257, block_size=16,
         enable_prefix_caching=True, max_waiting_requests=4,
-        cost=LinearCost(c_ms=10.0, a_ms_per_token=0.1),
+        cost=LinearCost(c_ms=10.0, a_ms_per_token=0.1), host_s_per_step=0.0,
         profile=ReplicaProfile(0.1, 10.0, 256, kv_bytes, swap_bw),
         swap_s_per_token=swap_s_per_token, cpu_swap_tokens=10_000 if swap_s_per_token else 0,
         rerank_every_steps=1, starvation_threshold_steps=100, pause_kv_watermark=0.85,
@@ -60,3 +62,21 @@ def test_preserve_holds_the_session_and_recomputes_nothing():
     replica, call, _ = _run("infercept-oracle", None, api_s=0.001)
     assert replica.calls_by_strategy["preserve"] == 1 and replica.recomputed_tokens == 0
     assert len(replica.budget) == 0 and replica.kv.num_free_blocks == 256
+
+
+def test_the_host_time_per_step_lengthens_every_step() -> None:
+    import dataclasses
+    loop, done = EventLoop(), []
+    setup = dataclasses.replace(_setup("fcfs", None), host_s_per_step=0.002)
+    replica = SimReplica(setup, loop)
+    replica.submit(SimCall("c", list(range(100, 400)), (AugTurn(10),), 0, 0.0, None,
+                           on_done=lambda c, t: done.append(t)))
+    loop.run()
+    base_replica = SimReplica(_setup("fcfs", None), EventLoop())
+    base_done: list[float] = []
+    base_replica.submit(SimCall("c", list(range(100, 400)), (AugTurn(10),), 0, 0.0, None,
+                                on_done=lambda c, t: base_done.append(t)))
+    base_replica.loop.run()
+    # the same steps (one prefill, nine decodes), each 2 ms longer
+    assert replica.num_steps == base_replica.num_steps == 10
+    assert done[0] - base_done[0] == pytest.approx(10 * 0.002)
