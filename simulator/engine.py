@@ -358,8 +358,8 @@ class EngineModel:
                             max_model_len - length - 1)
         if max_steps < 1:
             return None
-        run = DecodeRun(list(running), [r.num_computed_tokens for r in running], 0, max_steps)
-        run.base_context = sum(run.base_computed)
+        computed = [r.num_computed_tokens for r in running]
+        run = DecodeRun(list(running), computed, sum(computed), max_steps)
         kv, bs = self.kv, self.kv.block_size
         held = [len(kv.blocks_of(r.request_id)) for r in running]
         free = kv.num_free_blocks

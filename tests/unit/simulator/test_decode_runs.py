@@ -14,39 +14,23 @@ from typing import Any
 import pytest
 
 from simulator import exact
-from simulator.engine import EngineModel, EngineRequest, StepResult, TokenCounter
-from simulator.exact import ScriptRequest, ScriptTurn, StepTrace
+from simulator.engine import EngineModel, StepResult, TokenCounter
+from simulator.exact import StepTrace
 
 
-class _Side(exact._Side):
-    """Exact mode's model side on a :class:`TokenCounter`, with or without decode runs;
-    ``sync_share``: the share of steps after which the state is applied and recorded."""
+class _Side(exact._ModelSide):
+    """Exact mode's model side (its add, resume, close, idle) on a :class:`TokenCounter`,
+    with or without decode runs; after a random fifth of the steps (``sync_seed``) the
+    run is applied and the engine state recorded."""
 
     def __init__(self, script: exact.Script, fast: bool, sync_seed: int) -> None:
         m = exact.make_model(script)
-        self.engine = EngineModel(m.limits, m.kv, m.ranker, TokenCounter(), fast_decode=fast)
-        self.seqs: dict[str, EngineRequest] = {}
+        super().__init__(EngineModel(m.limits, m.kv, m.ranker, TokenCounter(),
+                                     fast_decode=fast))
         self.rng = random.Random(sync_seed)
         self.states: list[Any] = []
         self.shapes: list[tuple[int, int, int, int]] = []
         self.num_run_steps = 0
-
-    def add(self, r: ScriptRequest) -> None:
-        seq = EngineRequest(r.request_id, list(r.prompt), priority=r.priority,
-                            arrival_time=r.arrival_time, max_tokens=r.max_tokens,
-                            session=r.session)
-        self.seqs[r.request_id] = seq
-        self.engine.add(seq)
-
-    def resume(self, r: ScriptRequest, turn: ScriptTurn, step: int) -> None:
-        self.engine.resume(self.seqs[r.request_id], list(turn.tokens), turn.max_tokens,
-                           arrival_time=float(step))
-
-    def close(self, r: ScriptRequest) -> None:
-        self.engine.close(self.seqs[r.request_id])
-
-    def idle(self) -> bool:
-        return not self.engine.has_work()
 
     def step(self) -> StepTrace:
         e = self.engine
