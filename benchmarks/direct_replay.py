@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from benchmarks.client import is_plain, request_body
+from benchmarks.cpu_use import CpuMeter, CpuUse
 from benchmarks.metrics import RequestRecord
 from benchmarks.workload import Workload, WorkloadRequest
 from orchestrator.config import AppConfig
@@ -39,6 +40,8 @@ class DirectRun:
     stats: ReplicaStats
     #: Every engine step of the run, timed by the engine (its scheduler's step records).
     steps: list[StepRecord]
+    #: CPU of this process (the replica's Python), of the engine core, of the machine.
+    cpu: CpuUse
 
 
 def _turns(w: WorkloadRequest) -> tuple[AugTurn, ...]:
@@ -86,6 +89,8 @@ async def replay(app: AppConfig, workload: Workload) -> DirectRun:
                                  expected_turn_tokens=[] if is_plain(w) else
                                  [t.generate_tokens for t in w.turns],
                                  api_time_s=w.api_time_s) for w in workload.requests]
+        meter = CpuMeter.this_process(engine.process_ids())
+        meter.start()
         start = time.perf_counter()
 
         async def one(w: WorkloadRequest, rec: RequestRecord) -> None:
@@ -116,10 +121,11 @@ async def replay(app: AppConfig, workload: Workload) -> DirectRun:
 
         await asyncio.gather(*(one(w, r) for w, r in zip(workload.requests, records)))
         duration_s = time.perf_counter() - start
+        cpu = meter.stop()
         collecting = False
         await collector
         steps.extend(await engine.take_steps())
-        return DirectRun(records, duration_s, core.stats(), steps)
+        return DirectRun(records, duration_s, core.stats(), steps, cpu)
     finally:
         if budget is not None:
             budget.cancel()

@@ -1,21 +1,23 @@
 """``augserve simulate fidelity``: the simulator against the real engine, point by point.
 
-A point is one replica config at one rate.  Its real side replays the workload on one
-replica's ``ReplicaCore`` over the real vLLM engine in this process
-(:mod:`benchmarks.direct_replay`: no Serve, less noise), ``--reps`` times on the same
-arrivals; its simulated side is one ``simulate run`` of the same config, workload, seed
-and time scale with the CPU profile.  Both sides get the true lengths as predictions.
-Each figure is judged by :mod:`simulator.fidelity_targets`; where the real CIs separate
-two configs at a rate, the simulator must order them the same way.
+A point is one config at one rate.  Its real side (:mod:`simulator.fidelity_runs`) runs
+``--reps`` times on the same arrivals:
 
-Only replica policies are covered so far (the queue-policy points, which need the Serve
-app, are not built).  ``--quick``: fcfs and lamps at one rate, one repetition — every
-verdict is then "inconclusive" (one sample has no CI): a smoke run of the whole path."""
+- a **one-replica** config (a replica policy: fcfs, infercept, lamps) on that replica's
+  ``ReplicaCore`` over the real vLLM engine in this process (no Serve, less noise), with
+  the true lengths as predictions on both sides; every engine step recorded;
+- a **fleet** config (a queue policy: fifo, qlm on ``hetero-*.yaml``) as the Serve app,
+  deployed afresh for each repetition, with the app's own predictor on both sides.
+
+Its simulated side is one ``simulate run`` of the same config, workload, seed and time
+scale with the CPU profile (a one-replica config fed directly, as its real side; a fleet
+through the queue manager).  Each figure is judged by :mod:`simulator.fidelity_targets`;
+where the real CIs separate two configs at a rate, the simulator must order them the
+same way.  ``--quick``: fcfs and lamps at one rate, one repetition — every verdict is then
+"inconclusive" (one sample has no CI): a smoke run of the whole path."""
 
 from __future__ import annotations
 
-import asyncio
-import csv
 import json
 import math
 import statistics
@@ -23,13 +25,18 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from benchmarks.metrics import summarize
-from benchmarks.report import results_object, write_run
 from benchmarks.runner import ReplaySettings
 from benchmarks.workload import Workload
 from replicas.policy.profile import StepRecord
+from simulator.fidelity_runs import (
+    SLO_PREFIX,
+    RealRep,
+    direct_reps,
+    figures,
+    serve_reps,
+    ttfts,
+)
 from simulator.fidelity_targets import (
     Estimate,
     Judgement,
@@ -40,11 +47,13 @@ from simulator.fidelity_targets import (
     format_judgements,
     judge,
 )
-from simulator.fit import FitScore, host_gaps_ms, read_steps, score, write_steps
+from simulator.fit import FitScore, host_gaps_ms, score
 from simulator.profiles import load_profile
-from simulator.run import SimOptions, prepare_workload, run_once, slo_targets
+from simulator.run import SimOptions, prepare_workload, run_once
 from simulator.setup import SimFleetConfig
 
+#: The queue-policy points: fifo vs qlm on the heterogeneous fleet, at its overload rate.
+QUEUE_CONFIGS = ("deploy/serve/hetero-fifo.yaml", "deploy/serve/hetero-qlm.yaml")
 QUICK_CONFIGS = ("deploy/serve/bench-fcfs.yaml", "deploy/serve/bench-lamps.yaml")
 FULL_CONFIGS = ("deploy/serve/bench-fcfs.yaml", "deploy/serve/bench-infercept.yaml",
                 "deploy/serve/bench-lamps.yaml")
@@ -57,32 +66,37 @@ FIGURES: tuple[tuple[str, Kind], ...] = (
     ("ttft p50 s", Kind.CENTRAL), ("e2e p99 s", Kind.TAIL), ("preserve %", Kind.POINTS),
     ("recomputed tokens", Kind.COUNT), ("preemptions", Kind.COUNT))
 
-
-def figures(summary: dict[str, Any], ttfts_s: Sequence[float],
-            counters: dict[str, float]) -> dict[str, float]:
-    """The judged figures of one run: its summary, its completed requests' TTFTs and its
-    replica's counters."""
-    calls = sum(counters.get(k, 0.0) for k in ("calls_preserve", "calls_discard", "calls_swap"))
-    return {"e2e mean s": summary["mean_e2e_s"], "e2e p50 s": summary["p50_e2e_s"],
-            "ttft mean s": summary["mean_ttft_s"],
-            "ttft p50 s": statistics.median(ttfts_s) if ttfts_s else math.nan,
-            "e2e p99 s": summary["p99_e2e_s"],
-            "preserve %": 100.0 * counters.get("calls_preserve", 0.0) / calls if calls else 0.0,
-            "recomputed tokens": counters.get("recomputed_tokens", 0.0),
-            "preemptions": counters.get("num_preempted_total", 0.0),
-            **{f"{SLO_PREFIX}{cls}": 100.0 * v for cls, v
-               in sorted(summary.get("slo_attainment_per_class", {}).items())}}
-
-
-SLO_PREFIX = "slo % "
 #: A point whose real engine was busy this share of its runs' time (their steps' summed
-#: times over the run) is saturated: its central figures are judged as tails.
+#: times over the run; for a fleet, whose steps are not recorded, the machine's cores'
+#: busy share) is saturated: its central figures are judged as tails.
 SATURATED_UTILIZATION = 0.90
 
 
 def utilization(steps: Sequence[StepRecord], duration_s: float) -> float:
     """The share of ``duration_s`` the engine spent in its steps."""
     return sum(r.step_ms for r in steps) / 1000.0 / duration_s if duration_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CpuShares:
+    """Cores used on average over a run (CPU seconds per wall second) by the replicas'
+    own processes, by the engines (core and workers) and by everything else, and the
+    machine's busy share (0–1)."""
+
+    replica_cores: float
+    engine_cores: float
+    other_cores: float
+    machine_busy: float
+
+    @classmethod
+    def of(cls, reps: Sequence[RealRep]) -> CpuShares | None:
+        uses = [r.cpu for r in reps if r.cpu is not None and r.cpu.wall_s > 0]
+        if not uses:
+            return None
+        return cls(statistics.fmean(u.replica_cpu_s / u.wall_s for u in uses),
+                   statistics.fmean(u.engine_cpu_s / u.wall_s for u in uses),
+                   statistics.fmean(u.other_cpu_s / u.wall_s for u in uses),
+                   statistics.fmean(u.machine_busy_share for u in uses))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,77 +108,18 @@ class PointResult:
     judgements: list[Judgement]
     #: The CPU profile's step-cost model on every real step of the point's repetitions.
     step_cost: FitScore | None = None
-    #: The real engine's mean utilization over the repetitions (:func:`utilization`).
+    #: The real engine's mean utilization over the repetitions (:func:`utilization`; for a
+    #: fleet, the machine's cores' busy share).
     utilization: float | None = None
     #: The median host time between two real steps, ms (:func:`simulator.fit.host_gaps_ms`;
     #: None when the steps carry no start times).
     host_gap_ms: float | None = None
+    #: Where the real side's CPU went, as the mean over its repetitions of each share.
+    cpu: CpuShares | None = None
 
     @property
     def saturated(self) -> bool:
         return self.utilization is not None and self.utilization >= SATURATED_UTILIZATION
-
-
-@dataclass(frozen=True, slots=True)
-class RealRep:
-    """One real repetition: its judged figures, its engine's steps, its duration."""
-
-    figures: dict[str, float]
-    steps: list[StepRecord]
-    duration_s: float
-
-
-#: Files a real repetition leaves in ``real-K/`` besides the bench run's.
-REPLICA_FILE, STEPS_FILE = "replica.json", "steps.csv"
-
-
-def _reused(out_dir: Path, k: int) -> RealRep | None:
-    """A repetition an earlier command left in ``real-K/`` (``--reuse-real``), if whole."""
-    d = out_dir / f"real-{k}"
-    if not all((d / n).is_file() for n in ("results.json", "requests.csv", REPLICA_FILE,
-                                             STEPS_FILE)):
-        return None
-    summary = json.loads((d / "results.json").read_text())["summary"]
-    counters = json.loads((d / REPLICA_FILE).read_text())
-    return RealRep(figures(summary, _ttfts(d / "requests.csv"), counters),
-                   read_steps(d / STEPS_FILE), float(summary["duration_s"]))
-
-
-def _ttfts(path: Path) -> list[float]:
-    with path.open() as f:
-        return [float(row["ttft_s"]) for row in csv.DictReader(f)
-                if row["ok"] == "True" and row["ttft_s"] not in ("", "None")]
-
-
-def _real_runs(path: str, cfg: SimFleetConfig, workload: Workload, rate: float, reps: int,
-               out_dir: Path, reuse: bool = False) -> list[RealRep]:
-    """The real repetitions; each one's records
-    written as a bench run (``real-K/``: results.json, requests.csv, plots) beside the
-    simulated run's, with the replica's counters and its engine's steps.  ``reuse``: a
-    repetition already in ``real-K/`` is read, not run again."""
-    out: list[RealRep] = []
-    for k in range(1, reps + 1):
-        if reuse and (got := _reused(out_dir, k)) is not None:
-            out.append(got)
-            continue
-        from benchmarks.direct_replay import replay  # starts the real engine
-        run = asyncio.run(replay(cfg.app, workload))
-        failed = [r.error for r in run.records if not r.ok]
-        if failed:
-            raise RuntimeError(f"{len(failed)} real requests failed, e.g. {failed[0]}")
-        targets = slo_targets(cfg)
-        summary = summarize(run.records, targets, run.duration_s)
-        meta = {**workload.describe(), "simulated": False, "direct_replica": True,
-                "repetition": k}
-        d = out_dir / f"real-{k}"
-        write_run(d, results_object(meta, path, rate, summary, targets, "server"), run.records)
-        counters = {k: float(v) for k, v in run.stats.extra.items()
-                    if isinstance(v, (int, float))}
-        (d / REPLICA_FILE).write_text(json.dumps(counters, indent=2, sort_keys=True))
-        write_steps(d / STEPS_FILE, run.steps)
-        ttfts = [t for r in run.records if r.ok and (t := r.ttft_s) is not None]
-        out.append(RealRep(figures(summary, ttfts, counters), run.steps, run.duration_s))
-    return out
 
 
 def _simulated(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
@@ -176,22 +131,36 @@ def _simulated(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
         for k, v in row.items():
             if isinstance(v, (int, float)):
                 counters[k] = counters.get(k, 0.0) + float(v)
-    return figures(result["summary"], _ttfts(out_dir / "requests.csv"), counters)
+    return figures(result["summary"], ttfts(out_dir / "requests.csv"), counters)
+
+
+def is_fleet(cfg: SimFleetConfig) -> bool:
+    """A config of more than one replica: its real side needs the Serve app."""
+    return sum(cfg.num_replicas.values()) > 1
 
 
 def run_point(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
               settings: ReplaySettings, reps: int, out_dir: Path,
               reuse: bool = False) -> PointResult:
     """Run (or, with ``reuse``, read) the real repetitions, run the simulated side, judge.
-    A point is saturated when its real engine was busy at least
+    A point is saturated when its real engine (a fleet: the machine) was busy at least
     :data:`SATURATED_UTILIZATION` of the time."""
-    opts = SimOptions(CPU_PROFILE, settings.seed, oracle=True, direct=True)
-    w = prepare_workload(workload, cfg, rate, settings, opts)
-    reps_run = _real_runs(path, cfg, w, rate, reps, out_dir, reuse)
+    fleet = is_fleet(cfg)
+    opts = SimOptions(CPU_PROFILE, settings.seed, oracle=not fleet, direct=not fleet)
+    if fleet:
+        reps_run = serve_reps(path, cfg, workload, rate, settings, reps, out_dir, reuse)
+    else:
+        w = prepare_workload(workload, cfg, rate, settings, opts)
+        reps_run = direct_reps(path, cfg, w, rate, reps, out_dir, reuse)
     sim = _simulated(path, cfg, workload, rate, settings, opts, out_dir)
     steps = [s for r in reps_run for s in r.steps]
-    busy = statistics.fmean(utilization(r.steps, r.duration_s) for r in reps_run)
-    saturated = busy >= SATURATED_UTILIZATION
+    cpu = CpuShares.of(reps_run)
+    busy: float | None = None
+    if steps:
+        busy = statistics.fmean(utilization(r.steps, r.duration_s) for r in reps_run)
+    elif fleet and cpu is not None:
+        busy = cpu.machine_busy
+    saturated = busy is not None and busy >= SATURATED_UTILIZATION
     slo = sorted(set.intersection(*(set(r.figures) for r in reps_run)) - {n for n, _ in FIGURES})
     real: dict[str, Estimate | None] = {}
     judgements = []
@@ -203,18 +172,20 @@ def run_point(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
         judgements.append(judge(name, rule, est, sim.get(name, math.nan)))
     step_cost = score(load_profile(CPU_PROFILE).cost(), steps) if steps else None
     gaps = [g for r in reps_run for g in host_gaps_ms(r.steps)]
-    return PointResult(path, rate, real, sim, judgements, step_cost, busy if steps else None,
-                       statistics.median(gaps) if gaps else None)
+    return PointResult(path, rate, real, sim, judgements, step_cost, busy,
+                       statistics.median(gaps) if gaps else None, cpu)
 
 
 def order_checks(points: Sequence[PointResult]) -> list[OrderCheck]:
-    """Every pair of configs at the same rate, on mean e2e and mean TTFT."""
+    """Every pair of configs at the same rate, on mean e2e, mean TTFT and each SLO class's
+    attainment they share."""
     checks = []
     for i, a in enumerate(points):
         for b in points[i + 1:]:
             if a.rate != b.rate:
                 continue
-            for fig in ("e2e mean s", "ttft mean s"):
+            slo = sorted(n for n in a.real.keys() & b.real.keys() if n.startswith(SLO_PREFIX))
+            for fig in ("e2e mean s", "ttft mean s", *slo):
                 ra, rb = a.real[fig], b.real[fig]
                 if ra is None or rb is None:
                     continue
@@ -228,7 +199,8 @@ def report(points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> str:
     for p in points:
         parts.append(f"\n### {Path(p.config).stem} at {p.rate:g} req/s\n")
         if p.utilization is not None:
-            parts.append(f"real engine busy {100 * p.utilization:.0f} % of the time: "
+            what = "real engine" if p.step_cost is not None else "machine (every core)"
+            parts.append(f"{what} busy {100 * p.utilization:.0f} % of the time: "
                          + ("saturated (central figures judged as tails)\n" if p.saturated
                             else "below saturation\n"))
         parts.append(format_judgements(p.judgements))
@@ -240,6 +212,11 @@ def report(points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> str:
         if p.host_gap_ms is not None:
             parts.append(f"host time between real steps (median, engine busy): "
                          f"{p.host_gap_ms:.2f} ms")
+        if p.cpu is not None:
+            parts.append(f"real CPU, cores used on average: replicas' own processes "
+                         f"{p.cpu.replica_cores:.2f}, engines {p.cpu.engine_cores:.2f}, "
+                         f"everything else {p.cpu.other_cores:.2f}; machine busy "
+                         f"{100 * p.cpu.machine_busy:.0f} %")
     if checks:
         parts.append("\n### Order where the real CIs separate\n")
         parts.append("| figure | first | second | real CIs separate | verdict |")
@@ -255,6 +232,11 @@ def write(out: Path, points: Sequence[PointResult], checks: Sequence[OrderCheck]
     obj = {"points": [{"config": p.config, "rate": p.rate, "simulated": p.simulated,
                        "utilization": p.utilization, "saturated": p.saturated,
                        "host_gap_ms": p.host_gap_ms,
+                       "cpu": None if p.cpu is None else {
+                           "replica_cores": p.cpu.replica_cores,
+                           "engine_cores": p.cpu.engine_cores,
+                           "other_cores": p.cpu.other_cores,
+                           "machine_busy": p.cpu.machine_busy},
                        "real": {k: None if v is None else {"mean": v.mean,
                                                            "half_width": v.half_width,
                                                            "n": v.n}
