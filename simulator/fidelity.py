@@ -23,7 +23,7 @@ import math
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks.runner import ReplaySettings
@@ -48,9 +48,10 @@ from simulator.fidelity_targets import (
     judge,
 )
 from simulator.fit import FitScore, host_gaps_ms, score
-from simulator.profiles import load_profile
+from simulator.profiles import Profile, load_profile
 from simulator.run import SimOptions, prepare_workload, run_once
 from simulator.setup import SimFleetConfig
+from simulator.shared_cpu import SharedCpu
 
 #: The queue-policy points: fifo vs qlm on the heterogeneous fleet, at its overload rate.
 QUEUE_CONFIGS = ("deploy/serve/hetero-fifo.yaml", "deploy/serve/hetero-qlm.yaml")
@@ -116,6 +117,10 @@ class PointResult:
     host_gap_ms: float | None = None
     #: Where the real side's CPU went, as the mean over its repetitions of each share.
     cpu: CpuShares | None = None
+    #: A fleet point: the shared cores its simulated side modelled (None: not modelled),
+    #: and the figures simulated with each engine on its own accelerator instead.
+    shared_cpu: SharedCpu | None = None
+    simulated_own: dict[str, float] | None = None
 
     @property
     def saturated(self) -> bool:
@@ -132,6 +137,19 @@ def _simulated(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
             if isinstance(v, (int, float)):
                 counters[k] = counters.get(k, 0.0) + float(v)
     return figures(result["summary"], ttfts(out_dir / "requests.csv"), counters)
+
+
+def shared_cpu(profile: Profile, reps: Sequence[RealRep]) -> SharedCpu | None:
+    """The cores a fleet's engines shared in its real repetitions: the machine's cores and
+    the rest of the app's use measured there (``cpu.json``), an engine's own demand from
+    the profile; None when either is missing."""
+    uses = [r.cpu for r in reps if r.cpu is not None and r.cpu.wall_s > 0]
+    if not uses or profile.engine_cores is None or profile.profiled_demand_cores is None:
+        return None
+    return SharedCpu(float(uses[0].num_cpus), profile.engine_cores.value,
+                     statistics.fmean((u.replica_cpu_s + u.other_cpu_s) / u.wall_s
+                                      for u in uses),
+                     profile.profiled_demand_cores.value)
 
 
 def is_fleet(cfg: SimFleetConfig) -> bool:
@@ -152,6 +170,11 @@ def run_point(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
     else:
         w = prepare_workload(workload, cfg, rate, settings, opts)
         reps_run = direct_reps(path, cfg, w, rate, reps, out_dir, reuse)
+    shared = shared_cpu(load_profile(CPU_PROFILE), reps_run) if fleet else None
+    own: dict[str, float] | None = None
+    if shared is not None:
+        own = _simulated(path, cfg, workload, rate, settings, opts, out_dir / "own-accelerators")
+        opts = replace(opts, shared_cpu=shared)
     sim = _simulated(path, cfg, workload, rate, settings, opts, out_dir)
     steps = [s for r in reps_run for s in r.steps]
     cpu = CpuShares.of(reps_run)
@@ -173,7 +196,7 @@ def run_point(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
     step_cost = score(load_profile(CPU_PROFILE).cost(), steps) if steps else None
     gaps = [g for r in reps_run for g in host_gaps_ms(r.steps)]
     return PointResult(path, rate, real, sim, judgements, step_cost, busy,
-                       statistics.median(gaps) if gaps else None, cpu)
+                       statistics.median(gaps) if gaps else None, cpu, shared, own)
 
 
 def order_checks(points: Sequence[PointResult]) -> list[OrderCheck]:
@@ -217,6 +240,16 @@ def report(points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> str:
                          f"{p.cpu.replica_cores:.2f}, engines {p.cpu.engine_cores:.2f}, "
                          f"everything else {p.cpu.other_cores:.2f}; machine busy "
                          f"{100 * p.cpu.machine_busy:.0f} %")
+        if p.shared_cpu is not None:
+            c = p.shared_cpu
+            parts.append(f"simulated with the engines sharing {c.num_cores:g} cores (an engine "
+                         f"stepping wants {c.engine_cores:.2f}, the rest {c.background_cores:.2f};"
+                         f" the profile's runs {c.profiled_demand_cores:.2f}): steps stretch "
+                         + ", ".join(f"×{c.stretch(k):.2f} with {k} stepping" for k in (1, 2, 3)))
+        if p.simulated_own is not None:
+            parts.append("simulated with each engine on its own accelerator instead: "
+                         + ", ".join(f"{k} {p.simulated_own[k]:.4g}" for k in
+                                     ("e2e mean s", "e2e p50 s", "ttft mean s", "ttft p50 s")))
     if checks:
         parts.append("\n### Order where the real CIs separate\n")
         parts.append("| figure | first | second | real CIs separate | verdict |")
@@ -237,6 +270,12 @@ def write(out: Path, points: Sequence[PointResult], checks: Sequence[OrderCheck]
                            "engine_cores": p.cpu.engine_cores,
                            "other_cores": p.cpu.other_cores,
                            "machine_busy": p.cpu.machine_busy},
+                       "shared_cpu": None if p.shared_cpu is None else {
+                           "num_cores": p.shared_cpu.num_cores,
+                           "engine_cores": p.shared_cpu.engine_cores,
+                           "background_cores": p.shared_cpu.background_cores,
+                           "profiled_demand_cores": p.shared_cpu.profiled_demand_cores},
+                       "simulated_own_accelerators": p.simulated_own,
                        "real": {k: None if v is None else {"mean": v.mean,
                                                            "half_width": v.half_width,
                                                            "n": v.n}

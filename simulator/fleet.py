@@ -12,6 +12,8 @@ manager receives in serving (``orchestrator.queue_manager``):
 
 ``direct``: no queue manager at all — every arrival is submitted at once to the first
 replica (as ``benchmarks.direct_replay`` feeds the real engine for a fidelity point).
+``shared_cpu``: the engines share one machine's cores (:mod:`simulator.shared_cpu`: this
+CPU test bed's fleet fidelity points), else each has its own accelerator.
 
 Every request of the workload ends in a :class:`~benchmarks.metrics.RequestRecord`, the
 record ``bench run`` writes, with the HTTP status the ingress would have answered;
@@ -35,6 +37,7 @@ from replicas.types import AugTurn, RequestHeader, SLOSpec
 from simulator.events import EventLoop, Phase
 from simulator.predictions import Predictions
 from simulator.replica import ReplicaSetup, SimCall, SimReplica
+from simulator.shared_cpu import CpuPool, SharedCpu
 
 #: The MILP's wall-time limit in simulation: never reached within the node limit.
 PLAN_TIME_LIMIT_S = 600.0
@@ -55,7 +58,7 @@ class _Pending:
 class SimFleet:
     def __init__(self, app: AppConfig, setups: list[ReplicaSetup], predictions: Predictions,
                  loop: EventLoop, plan_node_limit: int | None = 2000, *,
-                 direct: bool = False) -> None:
+                 direct: bool = False, shared_cpu: SharedCpu | None = None) -> None:
         self.app = app
         self.direct = direct
         self.loop = loop
@@ -63,7 +66,8 @@ class SimFleet:
         self.predictions = predictions
         self.dispatcher = Dispatcher(app.queue, self.loop.clock, slo_classes=dict(app.slo_classes))
         _deterministic_plan(self.dispatcher, plan_node_limit)
-        self.replicas = {s.replica_id: SimReplica(s, self.loop) for s in setups}
+        pool = CpuPool(shared_cpu) if shared_cpu is not None else None
+        self.replicas = {s.replica_id: SimReplica(s, self.loop, pool) for s in setups}
         self._model_of = {r.model_name: r for r in app.replicas}
         self.pending: dict[str, _Pending] = {}
         self.records: list[RequestRecord] = []

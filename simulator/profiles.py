@@ -73,6 +73,12 @@ class Profile(StrictModel):
     host_ms_per_step: Number | None = Field(
         None, description="Host time between two engine steps, outside the model run the "
         "step cost times (scheduling, output processing); absent: 0.")
+    engine_cores: Number | None = Field(
+        None, description="CPU engines: cores one engine uses while it steps (its CPU time "
+        "over its steps' time), for engines that share a machine (simulator.shared_cpu).")
+    profiled_demand_cores: Number | None = Field(
+        None, description="CPU engines: cores in use on the machine while the step cost "
+        "was measured (the engine and its host process).")
 
     def cost(self) -> StepCost:
         return self.step_cost.build()

@@ -45,6 +45,7 @@ from simulator.engine import (
 )
 from simulator.events import EventLoop, Phase
 from simulator.kv import KvCache
+from simulator.shared_cpu import CpuPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +111,11 @@ async def _never() -> None:  # PausedSession.demote: the simulator demotes by it
 
 
 class SimReplica:
-    def __init__(self, setup: ReplicaSetup, loop: EventLoop) -> None:
+    def __init__(self, setup: ReplicaSetup, loop: EventLoop, cpu: CpuPool | None = None) -> None:
         self.setup = setup
         self.loop = loop
+        #: The cores this replica's engine shares with others' (None: its own accelerator).
+        self.cpu = cpu
         self.policy: ReplicaPolicy = make_policy(setup.policy)
         self.profile = setup.profile
         ranker: WaitingRanker[EngineRequest] = WaitingRanker(
@@ -206,8 +209,10 @@ class SimReplica:
             return
         self._stepping = True
         swap_s = out.swap_in_tokens * (self.setup.swap_s_per_token or 0.0)
-        step_ms = self.setup.cost.step_ms(out.shape)
-        duration_s = step_ms / 1000.0 + self.setup.host_s_per_step + self._stall_s + swap_s
+        stretch = self.cpu.begin_step() if self.cpu is not None else 1.0
+        step_ms = self.setup.cost.step_ms(out.shape) * stretch
+        duration_s = (step_ms / 1000.0 + self.setup.host_s_per_step * stretch + self._stall_s
+                      + swap_s)
         self._stall_s = 0.0
         self.busy_s += duration_s
         self.engine.ranker.record_step(out.shape.num_tokens, step_ms)
@@ -216,6 +221,8 @@ class SimReplica:
     def _step_end(self, out: StepResult) -> None:
         now = self.loop.now_s
         self._stepping = False
+        if self.cpu is not None:
+            self.cpu.end_step()
         if out.run is not None:  # a decode-run step: each of its requests sampled a token
             if out.run is not self._delivering:
                 self._flush_run()

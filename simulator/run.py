@@ -33,6 +33,7 @@ from simulator.events import EventLoop
 from simulator.fleet import START_S, SimFleet
 from simulator.predictions import CorePredictions, OraclePredictions, Predictions
 from simulator.setup import SimFleetConfig, describe_setups, replica_setups
+from simulator.shared_cpu import SharedCpu
 
 #: The papers' pool: 4 × rate × window requests drawn with replacement.
 POOL_FACTOR = 4
@@ -50,6 +51,8 @@ class SimOptions:
     #: Every arrival goes straight to the first replica, with no queue manager (the real
     #: side of a replica-policy fidelity point does the same).
     direct: bool = False
+    #: The engines share one machine's cores (fleet fidelity points on this CPU machine).
+    shared_cpu: SharedCpu | None = None
 
 
 def slo_targets(cfg: SimFleetConfig) -> dict[str, dict[str, float | None]]:
@@ -92,7 +95,7 @@ def run_once(cfg: SimFleetConfig, workload: Workload, rate: float, settings: Rep
     model = cfg.app.replicas[0].model_name
     loop = EventLoop()
     fleet = SimFleet(cfg.app, setups, _predictions(cfg, opts, loop.clock), loop,
-                     direct=opts.direct)
+                     direct=opts.direct, shared_cpu=opts.shared_cpu)
     from tqdm import tqdm
     bar = tqdm(total=len(w.requests), unit="req", disable=not settings.progress, file=sys.stderr,
                desc=f"{Path(label).stem} @ {rate:g}/s")

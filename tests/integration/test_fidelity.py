@@ -71,6 +71,12 @@ def test_quick_fidelity_runs_both_sides_and_judges_every_figure(tmp_path: Path) 
     assert cost["num_steps"] == len(steps) - 1 and cost["mean_abs_error"] >= 0
     assert "cpu-tiny-llama's step cost on the real runs'" in proc.stdout
     assert point["host_gap_ms"] is not None and 0 <= point["host_gap_ms"] < 50
+    # where the CPU went: this process (the replica's Python) and the engine (its core and
+    # the worker that runs the model), measured
+    cpu = json.loads((run_dir / "real-1" / "cpu.json").read_text())
+    assert cpu["replica_cpu_s"] > 0 and cpu["engine_cpu_s"] > 0 and cpu["num_cpus"] >= 1
+    assert point["cpu"]["engine_cores"] > 0 and 0 < point["cpu"]["machine_busy"] <= 1.0001
+    assert "real CPU, cores used on average" in proc.stdout
     counters = json.loads((run_dir / "real-1" / "replica.json").read_text())
     assert real["preemptions"]["mean"] == counters["num_preempted_total"]
     # --reuse-real re-judges from those files: the same real figures, no engine started
