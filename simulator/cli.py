@@ -167,7 +167,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f = sim.add_parser("fidelity", help="the simulator against the real engine, with CIs")
     add_workload_args(f)
     f.add_argument("--configs", default=None, help="comma-separated Serve configs "
-                   "(default: fcfs, infercept and lamps; --quick: fcfs and lamps)")
+                   "(default: fcfs, infercept and lamps; --quick: fcfs and lamps); a config "
+                   "of several replicas (deploy/serve/hetero-fifo.yaml, hetero-qlm.yaml) "
+                   "runs its real side as the Serve app")
     f.add_argument("--rates", default=None, help="comma-separated rates (default: the first "
                    "config's bench.rates; --quick: its first)")
     f.add_argument("--reps", type=int, default=None,

@@ -141,15 +141,15 @@ def _simulated(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
 
 def shared_cpu(profile: Profile, reps: Sequence[RealRep]) -> SharedCpu | None:
     """The cores a fleet's engines shared in its real repetitions: the machine's cores and
-    the rest of the app's use measured there (``cpu.json``), an engine's own demand from
-    the profile; None when either is missing."""
+    the rest of the app's use measured there (``cpu.json``), an engine's own demand and
+    its profile runs' rest from the profile; None when either is missing."""
     uses = [r.cpu for r in reps if r.cpu is not None and r.cpu.wall_s > 0]
-    if not uses or profile.engine_cores is None or profile.profiled_demand_cores is None:
+    if not uses or profile.engine_cores is None or profile.profiled_background_cores is None:
         return None
     return SharedCpu(float(uses[0].num_cpus), profile.engine_cores.value,
                      statistics.fmean((u.replica_cpu_s + u.other_cpu_s) / u.wall_s
                                       for u in uses),
-                     profile.profiled_demand_cores.value)
+                     profile.profiled_background_cores.value)
 
 
 def is_fleet(cfg: SimFleetConfig) -> bool:
@@ -241,11 +241,13 @@ def report(points: Sequence[PointResult], checks: Sequence[OrderCheck]) -> str:
                          f"everything else {p.cpu.other_cores:.2f}; machine busy "
                          f"{100 * p.cpu.machine_busy:.0f} %")
         if p.shared_cpu is not None:
-            c = p.shared_cpu
-            parts.append(f"simulated with the engines sharing {c.num_cores:g} cores (an engine "
-                         f"stepping wants {c.engine_cores:.2f}, the rest {c.background_cores:.2f};"
-                         f" the profile's runs {c.profiled_demand_cores:.2f}): steps stretch "
-                         + ", ".join(f"×{c.stretch(k):.2f} with {k} stepping" for k in (1, 2, 3)))
+            sc_ = p.shared_cpu
+            parts.append(f"simulated with the engines sharing {sc_.num_cores:g} cores (an engine"
+                         f" stepping wants {sc_.engine_cores:.2f}, the rest takes "
+                         f"{sc_.background_cores:.2f} first; {sc_.profiled_background_cores:.2f}"
+                         f" in the profile's runs): steps stretch "
+                         + ", ".join(f"×{sc_.stretch(k):.2f} with {k} stepping"
+                                     for k in (1, 2, 3)))
         if p.simulated_own is not None:
             parts.append("simulated with each engine on its own accelerator instead: "
                          + ", ".join(f"{k} {p.simulated_own[k]:.4g}" for k in
@@ -274,7 +276,8 @@ def write(out: Path, points: Sequence[PointResult], checks: Sequence[OrderCheck]
                            "num_cores": p.shared_cpu.num_cores,
                            "engine_cores": p.shared_cpu.engine_cores,
                            "background_cores": p.shared_cpu.background_cores,
-                           "profiled_demand_cores": p.shared_cpu.profiled_demand_cores},
+                           "profiled_background_cores":
+                               p.shared_cpu.profiled_background_cores},
                        "simulated_own_accelerators": p.simulated_own,
                        "real": {k: None if v is None else {"mean": v.mean,
                                                            "half_width": v.half_width,

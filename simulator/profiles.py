@@ -76,9 +76,9 @@ class Profile(StrictModel):
     engine_cores: Number | None = Field(
         None, description="CPU engines: cores one engine uses while it steps (its CPU time "
         "over its steps' time), for engines that share a machine (simulator.shared_cpu).")
-    profiled_demand_cores: Number | None = Field(
-        None, description="CPU engines: cores in use on the machine while the step cost "
-        "was measured (the engine and its host process).")
+    profiled_background_cores: Number | None = Field(
+        None, description="CPU engines: cores the rest of the machine (the engine's host "
+        "process and everything else) used while the step cost was measured.")
 
     def cost(self) -> StepCost:
         return self.step_cost.build()

@@ -282,7 +282,8 @@ class SimReplica:
         outlook = seq.outlook or predicted_outlook(len(call.history), call.prediction, turn)
         can_preserve = (seq.status is SeqStatus.PAUSED
                         and self.budget.can_preserve(self.engine.kv_usage()))
-        strategy = call.plan.choose(outlook, self.profile, self.engine.batch_load(), can_preserve)
+        strategy = call.plan.choose(outlook, self._current_profile(), self.engine.batch_load(),
+                                    can_preserve)
         if strategy is Strategy.SWAP and (self._swap_used_tokens + len(call.history)
                                           > self.setup.cpu_swap_tokens):
             strategy = call.plan.strategy = Strategy.DISCARD  # the CPU pool is full
@@ -354,7 +355,18 @@ class SimReplica:
                 self._release(call)
 
     # ---- the report to the queue manager -----------------------------------------------
+    def _current_profile(self) -> ReplicaProfile:
+        """What the real replica decides its turns with (``ReplicaCore.refresh``): the
+        engine's live fit of its own step times once it has one and
+        ``scheduling.live_profile`` is on, else the profile."""
+        if self.setup.live_profile:
+            live = self.engine.ranker.fit.current()
+            if live.source == "live":
+                self.profile = live
+        return self.profile
+
     def stats(self) -> ReplicaStats:
+        self._current_profile()
         engine = self.engine
         counters = PolicyCounters(
             calls_by_strategy=self.calls_by_strategy, num_preserved_paused=len(self.budget),

@@ -94,7 +94,7 @@ def test_utilization_is_the_steps_time_over_the_run_and_marks_saturation() -> No
 
 
 def test_figures_add_each_slo_class_attainment_in_percent() -> None:
-    from simulator.fidelity import figures
+    from simulator.fidelity_runs import figures
     summary = {"mean_e2e_s": 2.0, "p50_e2e_s": 1.5, "mean_ttft_s": 0.2, "p99_e2e_s": 9.0,
                "slo_attainment_per_class": {"standard": 0.5, "interactive": 0.25}}
     got = figures(summary, [0.1, 0.3], {"calls_preserve": 1.0, "calls_discard": 3.0})
