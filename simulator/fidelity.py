@@ -35,6 +35,7 @@ from simulator.fidelity_runs import (
     direct_reps,
     figures,
     serve_reps,
+    summed_counters,
     ttfts,
 )
 from simulator.fidelity_targets import (
@@ -130,12 +131,7 @@ class PointResult:
 def _simulated(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
                settings: ReplaySettings, opts: SimOptions, out_dir: Path) -> dict[str, float]:
     result = run_once(cfg, workload, rate, settings, opts, out_dir, path)
-    rows = json.loads((out_dir / "replicas.json").read_text())
-    counters: dict[str, float] = {}
-    for row in rows:
-        for k, v in row.items():
-            if isinstance(v, (int, float)):
-                counters[k] = counters.get(k, 0.0) + float(v)
+    counters = summed_counters(json.loads((out_dir / "replicas.json").read_text()))
     return figures(result["summary"], ttfts(out_dir / "requests.csv"), counters)
 
 

@@ -22,7 +22,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,16 +152,26 @@ def _fleet_ready(url: str, num_replicas: int, timeout_s: float) -> tuple[list[in
     raise TimeoutError(f"the fleet was not ready after {timeout_s:.0f} s: {last}")
 
 
-def _fleet_counters(queue_json: Path) -> dict[str, float]:
-    """The replicas' counters in a bench run's queue.json, summed over the fleet."""
+#: Numbers in a replica's report that are ids, not counters.
+_NOT_COUNTERS = ("pid", "engine_pid")
+
+
+def summed_counters(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Every numeric field of the replicas' rows, summed over the fleet (ids left out)."""
     out: dict[str, float] = {}
-    if not queue_json.is_file():
-        return out
-    for r in json.loads(queue_json.read_text()).get("replicas", []):
-        for key, v in (r.get("extra") or {}).items():
-            if isinstance(v, (int, float)) and key not in ("pid", "engine_pid"):
+    for row in rows:
+        for key, v in row.items():
+            if isinstance(v, (int, float)) and key not in _NOT_COUNTERS:
                 out[key] = out.get(key, 0.0) + float(v)
     return out
+
+
+def _fleet_counters(queue_json: Path) -> dict[str, float]:
+    """The replicas' counters in a bench run's queue.json, summed over the fleet."""
+    if not queue_json.is_file():
+        return {}
+    return summed_counters(r.get("extra") or {}
+                           for r in json.loads(queue_json.read_text()).get("replicas", []))
 
 
 def serve_reps(path: str, cfg: SimFleetConfig, workload: Workload, rate: float,
